@@ -1,0 +1,1 @@
+"""Subcommands of the ``saga`` CLI; each module exposes ``register(subparsers)``."""

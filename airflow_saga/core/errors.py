@@ -1,0 +1,51 @@
+"""One exception type per failure family.
+
+Messages name the model, version, field and value involved, because the reader of an Airflow task log
+should not need a debugger to learn what was wrong with their input.
+"""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base class for every error airflow-saga raises on purpose."""
+
+
+class DataError(SagaError):
+    """The data source is missing, empty, malformed, or lacks a requested column."""
+
+
+class EstimatorError(SagaError):
+    """The estimator spec cannot be resolved, built or fitted."""
+
+
+class ConditionError(SagaError):
+    """A quality-gate condition is malformed or refers to a metric the report lacks."""
+
+
+class GateBlocked(SagaError):
+    """The quality gate rejected the candidate (SageMaker's FailStep)."""
+
+    def __init__(self, message: str, decision: dict | None = None) -> None:
+        super().__init__(message)
+        self.decision = decision or {}
+
+
+class MlflowUnreachableError(SagaError):
+    """The MLflow tracking/registry server could not be reached within the configured bounds."""
+
+
+class RegistryError(SagaError):
+    """A registry operation was refused or failed (unknown model/version, bad state)."""
+
+
+class ApprovalError(RegistryError):
+    """An approval transition is invalid, was rejected, or timed out."""
+
+
+class PromotionError(RegistryError):
+    """A promotion or rollback was refused; nothing was changed."""
+
+
+class CaptureError(SagaError):
+    """Data-capture files or locations are invalid."""

@@ -1,0 +1,74 @@
+"""Names of every MLflow tag and alias airflow-saga reads or writes.
+
+These are a public interface (README "Registry data model"): dashboards, scripts and later releases depend
+on them. Change a name only together with a migration note.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "saga."
+
+# --- aliases -------------------------------------------------------------------------------------
+CHAMPION: Final = "champion"  # what production serves
+CHALLENGER: Final = "challenger"  # the candidate under shadow test
+
+# --- approval (model version tags) ---------------------------------------------------------------
+APPROVAL_STATUS: Final = "saga.approval.status"
+APPROVAL_BY: Final = "saga.approval.by"
+APPROVAL_AT: Final = "saga.approval.at"
+APPROVAL_COMMENT: Final = "saga.approval.comment"
+APPROVAL_VIA: Final = "saga.approval.via"  # airflow | mlflow | api
+APPROVAL_LOG: Final = "saga.approval.log"  # JSON list of every transition, oldest first
+
+PENDING: Final = "PendingManualApproval"
+APPROVED: Final = "Approved"
+REJECTED: Final = "Rejected"
+APPROVAL_STATUSES: Final = (PENDING, APPROVED, REJECTED)
+
+# --- lineage (model version tags, mirrored on the training run) ----------------------------------
+RUN_ID: Final = "saga.lineage.run_id"
+MODEL_URI: Final = "saga.lineage.model_uri"
+DATASET_DIGEST: Final = "saga.lineage.dataset_digest"
+DATASET_SOURCE: Final = "saga.lineage.dataset_source"
+DATASET_ROWS: Final = "saga.lineage.dataset_rows"
+PACKAGE_VERSION: Final = "saga.lineage.package_version"
+DAG_FILE_HASH: Final = "saga.lineage.dag_file_hash"
+ESTIMATOR: Final = "saga.lineage.estimator"
+AIRFLOW_DAG_ID: Final = "saga.airflow.dag_id"
+AIRFLOW_RUN_ID: Final = "saga.airflow.run_id"
+AIRFLOW_TASK_ID: Final = "saga.airflow.task_id"
+AIRFLOW_TRY_NUMBER: Final = "saga.airflow.try_number"
+AIRFLOW_RUN_URL: Final = "saga.airflow.run_url"  # link back from MLflow to the Airflow DAG run
+
+# --- evaluation and gate -------------------------------------------------------------------------
+METRIC_PREFIX: Final = "saga.metric."  # saga.metric.<name> = candidate metric value on the version
+EVAL_REPORT_URI: Final = "saga.eval.report_uri"
+GATE_DECISION: Final = "saga.gate.decision"  # passed | blocked
+GATE_REPORT_URI: Final = "saga.gate.report_uri"
+GATE_SUMMARY: Final = "saga.gate.summary"
+
+# --- caching (run tags) --------------------------------------------------------------------------
+CACHE_KEY: Final = "saga.cache_key"
+CACHE_HIT: Final = "saga.cache.hit"  # "true" on a run that reused another run's model
+CACHE_SOURCE_RUN: Final = "saga.cache.source_run_id"
+
+# --- rollback / promotion (version tags) ---------------------------------------------------------
+ROLLED_BACK_REASON: Final = "saga.rollback.reason"
+ROLLED_BACK_AT: Final = "saga.rollback.at"
+ROLLED_BACK_BY: Final = "saga.rollback.by"
+
+# --- promotion history (registered-model tags): one tag per entry, see core.promotion ------------
+HISTORY_PREFIX: Final = "saga.history."
+
+# --- baselines (issue 5) ------------------------------------------------------------------------
+BASELINE_URI: Final = "saga.baseline.uri"
+BASELINE_STATS_URI: Final = "saga.baseline.stats_uri"
+
+# --- run kinds -----------------------------------------------------------------------------------
+RUN_KIND: Final = "saga.run.kind"  # train | evaluate | monitor | shadow
+
+
+def metric_tag(name: str) -> str:
+    return f"{METRIC_PREFIX}{name}"
