@@ -49,3 +49,7 @@ class PromotionError(RegistryError):
 
 class CaptureError(SagaError):
     """Data-capture files or locations are invalid."""
+
+
+class ServingError(SagaError):
+    """The inference gateway is misconfigured or cannot load a model it must serve."""

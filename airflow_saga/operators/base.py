@@ -1,0 +1,70 @@
+"""Shared plumbing for saga operators: the MLflow hook and the Airflow facts recorded as lineage."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_saga.hooks.mlflow import MlflowHook
+
+
+def airflow_base_url() -> str:
+    from airflow.sdk import conf
+
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+
+
+def dag_run_url(dag_id: str, run_id: str) -> str:
+    return f"{airflow_base_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def file_sha256(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def airflow_facts(context: Context) -> dict[str, str]:
+    """What lineage records about the Airflow side of a task: DAG, run, task, try, URL and DAG file hash."""
+    ti = context["ti"]
+    dag = context.get("dag")
+    facts = {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "try_number": str(ti.try_number),
+        "run_url": dag_run_url(ti.dag_id, ti.run_id),
+    }
+    fileloc = getattr(dag, "fileloc", None) if dag is not None else None
+    digest = file_sha256(fileloc)
+    if digest:
+        facts["dag_file_hash"] = digest
+    return facts
+
+
+class SagaBaseOperator(BaseOperator):
+    """Base for operators that talk to MLflow through an ``mlflow`` connection.
+
+    :param mlflow_conn_id: the Airflow connection of type ``mlflow``.
+    """
+
+    def __init__(self, *, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        from airflow_saga.hooks.mlflow import MlflowHook
+
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)

@@ -1,0 +1,56 @@
+"""EvaluateModelOperator: metrics for the candidate and the current champion on the same held-out data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_saga.operators._util import as_dict, saga_errors
+from airflow_saga.operators.base import SagaBaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class EvaluateModelOperator(SagaBaseOperator):
+    """Evaluate a trained candidate and the ``champion`` (if any) and write the evaluation report.
+
+    The report (SageMaker's PropertyFile) is logged as ``evaluation/report.json`` on the training run and
+    returned to XCom for ``QualityGateOperator``.
+
+    :param model_name: registered model whose ``champion`` alias is the baseline.
+    :param training: the ``TrainModelOperator`` result (usually ``"{{ ti.xcom_pull(task_ids='train') }}"``).
+    """
+
+    template_fields: Sequence[str] = ("model_name", "training")
+    ui_color = "#e3f1d4"
+
+    def __init__(self, *, model_name: str, training: dict[str, Any] | str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.training = training
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_saga.core.evaluation import evaluate
+
+        training = as_dict(self.training, "training")
+        for key in ("run_id", "model_uri", "holdout_uri", "target", "task"):
+            if not training.get(key):
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"training result lacks {key!r}; pass the train task's return value")
+        with saga_errors():
+            report = evaluate(
+                self.hook.settings,
+                self.hook.client,
+                model_name=str(self.model_name),
+                candidate_uri=training["model_uri"],
+                candidate_run_id=training["run_id"],
+                holdout_uri=training["holdout_uri"],
+                target=training["target"],
+                task=training["task"],
+                dataset=training.get("dataset"),
+                log=self.log,
+            )
+        self.saga_link = {"kind": "run", "experiment_id": training.get("experiment_id"), "run_id": training["run_id"]}
+        return report

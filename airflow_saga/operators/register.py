@@ -1,0 +1,105 @@
+"""RegisterModelOperator: register the candidate with an approval status and full lineage tags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_saga.operators._util import as_bool, as_dict, saga_errors
+from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class RegisterModelOperator(SagaBaseOperator):
+    """Register a trained model version (SageMaker's RegisterModel step).
+
+    The version starts ``PendingManualApproval``, or ``Approved`` when ``auto_approve`` is true (the DAG asks
+    for automatic approval when the gate passes). It carries lineage tags: source run, dataset digest and
+    source, code version (package version and DAG file hash), Airflow DAG/run/task and the run URL, metrics
+    and the gate decision. Idempotent: a retried or re-run task for the same training run returns the
+    version it created before and creates nothing.
+
+    :param model_name: the registered model (created if missing).
+    :param training: the ``TrainModelOperator`` result.
+    :param report: the evaluation report (optional; its candidate metrics become ``saga.metric.*`` tags).
+    :param decision: the gate decision record (optional).
+    :param auto_approve: register as Approved instead of PendingManualApproval.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "training", "report", "decision", "auto_approve")
+    ui_color = "#efd9f7"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        training: dict[str, Any] | str,
+        report: dict[str, Any] | str | None = None,
+        decision: dict[str, Any] | str | None = None,
+        auto_approve: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.training = training
+        self.report = report
+        self.decision = decision
+        self.auto_approve = auto_approve
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_saga.core import tags as T
+        from airflow_saga.core.lineage import lineage_tags
+        from airflow_saga.core.registry import register_version
+
+        training = as_dict(self.training, "training")
+        report = as_dict(self.report, "report")
+        decision = as_dict(self.decision, "decision")
+        auto = as_bool(self.auto_approve, "auto_approve")
+        facts = airflow_facts(context)
+        tags = lineage_tags(
+            run_id=training["run_id"],
+            model_uri=training["model_uri"],
+            dataset=training.get("dataset"),
+            airflow=facts,
+            estimator=training.get("estimator"),
+            metrics=(report.get("candidate") or {}).get("metrics"),
+            gate={**decision, "report_uri": decision.get("decision_uri")} if decision else None,
+            eval_report_uri=report.get("report_uri"),
+        )
+        if training.get("reference_uri"):
+            tags[T.BASELINE_URI] = training["reference_uri"]
+        if training.get("cache_hit"):
+            tags[T.CACHE_HIT] = "true"
+            tags[T.CACHE_SOURCE_RUN] = str(training.get("cache_source_run_id"))
+        with saga_errors():
+            client = self.hook.client
+            mv, created = register_version(
+                client,
+                str(self.model_name),
+                model_uri=training["model_uri"],
+                run_id=training["run_id"],
+                tags=tags,
+                approval_status=T.APPROVED if auto else T.PENDING,
+                approved_by="airflow-saga (auto-approve: gate passed)" if auto else "airflow-saga",
+                via="airflow",
+            )
+        status = mv.tags.get(T.APPROVAL_STATUS) if mv.tags else None
+        self.log.info(
+            "%s %s version %s (%s) from run %s",
+            "Registered" if created else "Found existing (idempotent retry):",
+            self.model_name, mv.version, status, training["run_id"],
+        )
+        ui = self.hook.settings.browser_url
+        url = f"{ui}/#/models/{self.model_name}/versions/{mv.version}" if ui else None
+        self.saga_link = {"kind": "model_version", "name": str(self.model_name), "version": str(mv.version)}
+        return {
+            "name": str(self.model_name),
+            "version": str(mv.version),
+            "created": created,
+            "approval_status": status,
+            "model_uri": training["model_uri"],
+            "run_id": training["run_id"],
+            "version_url": url,
+        }

@@ -1,0 +1,78 @@
+"""saga_training_pipeline: train -> evaluate -> quality gate -> register, on the MLflow registry.
+
+Every input is an Airflow Param, so a run is configured from the UI's trigger form or the REST API's
+``conf``. No template uses ``{{ ds }}``: runs triggered from the UI or REST have no logical date.
+This file imports only Airflow and airflow_saga's operators, so it parses in milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_saga.operators.evaluate import EvaluateModelOperator
+from airflow_saga.operators.gate import QualityGateOperator
+from airflow_saga.operators.register import RegisterModelOperator
+from airflow_saga.operators.train import TrainModelOperator
+
+DEFAULT_CONDITIONS = "accuracy >= 0.9 and f1 >= 0.9 and improves(f1, min_absolute=-0.01)"
+
+with DAG(
+    dag_id="saga_training_pipeline",
+    description="Train, evaluate against the champion, gate, and register a model version in MLflow",
+    schedule=None,
+    catchup=False,
+    render_template_as_native_obj=True,
+    max_active_runs=4,
+    tags=["saga", "mlops"],
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
+    params={
+        "model_name": Param("saga-breast-cancer", type="string", minLength=1, maxLength=200,
+                            description="Registered model in MLflow (created on first registration)"),
+        "data_source": Param("sklearn:breast_cancer", type="string", minLength=1,
+                             description="CSV/Parquet path or URI, or sklearn:<breast_cancer|iris|wine|diabetes|digits>"),
+        "target": Param("target", type="string", minLength=1, description="Target column"),
+        "estimator": Param("sklearn.linear_model.LogisticRegression", type="string",
+                           description="Import path of a scikit-learn estimator or Pipeline factory"),
+        "hyperparameters": Param({"max_iter": 5000}, type="object",
+                                 description="Passed to set_params(); unknown names fail the run"),
+        "test_size": Param(0.25, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
+        "conditions": Param(DEFAULT_CONDITIONS, type="string", minLength=1,
+                            description="Quality gate, e.g. 'accuracy >= 0.9 and improves(f1, min_relative=0.01)'"),
+        "auto_approve": Param(False, type="boolean",
+                              description="Register as Approved when the gate passes (else PendingManualApproval)"),
+        "cache": Param(False, type="boolean", description="Reuse a previous identical training (same data content)"),
+        "cache_expire_after": Param("P30D", type="string", description="ISO-8601 duration for cache hits"),
+    },
+) as dag:
+    train = TrainModelOperator(
+        task_id="train",
+        model_name="{{ params.model_name }}",
+        estimator="{{ params.estimator }}",
+        hyperparameters="{{ params.hyperparameters }}",
+        data_source="{{ params.data_source }}",
+        target="{{ params.target }}",
+        test_size="{{ params.test_size }}",
+        cache="{{ params.cache }}",
+        cache_expire_after="{{ params.cache_expire_after }}",
+    )
+    evaluate = EvaluateModelOperator(
+        task_id="evaluate",
+        model_name="{{ params.model_name }}",
+        training="{{ ti.xcom_pull(task_ids='train') }}",
+    )
+    gate = QualityGateOperator(
+        task_id="quality_gate",
+        conditions="{{ params.conditions }}",
+        report="{{ ti.xcom_pull(task_ids='evaluate') }}",
+    )
+    register = RegisterModelOperator(
+        task_id="register",
+        model_name="{{ params.model_name }}",
+        training="{{ ti.xcom_pull(task_ids='train') }}",
+        report="{{ ti.xcom_pull(task_ids='evaluate') }}",
+        decision="{{ ti.xcom_pull(task_ids='quality_gate', key='decision') }}",
+        auto_approve="{{ params.auto_approve }}",
+    )
+    train >> evaluate >> gate >> register

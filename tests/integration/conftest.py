@@ -1,0 +1,73 @@
+"""Integration fixtures: Airflow's metadata DB (SQLite, per session) and the mlflow_default connection."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    from airflow.utils import db
+
+    db.initdb()
+    return True
+
+
+@pytest.fixture(scope="session")
+def mlflow_conn(mlflow_server):
+    """Point Airflow's ``mlflow_default`` connection at the session's real MLflow server."""
+    os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"] = json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
+    yield mlflow_server
+    os.environ.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
+
+
+@pytest.fixture(scope="session")
+def training_dag(airflow_db, mlflow_conn):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import DAGS_DIR
+
+    bag = DagBag(dag_folder=str(DAGS_DIR / "saga_training_pipeline.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("saga_training_pipeline")
+
+
+def run_dag(dag, conf: dict, **kwargs):
+    """Run ``dag`` in-process like a UI/REST trigger: no logical date, so ``{{ ds }}`` would fail."""
+    dr = dag.test(run_conf=conf, logical_date=None, **kwargs)
+    return dr
+
+
+def task_states(dag_run) -> dict[str, str]:
+    from airflow.utils.session import create_session
+    from airflow.models import TaskInstance
+    from sqlalchemy import select
+
+    with create_session() as s:
+        rows = s.execute(
+            select(TaskInstance.task_id, TaskInstance.state).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+            )
+        ).all()
+    return {t: str(st.value if hasattr(st, "value") else st) for t, st in rows}
+
+
+def xcom(dag_run, task_id: str, key: str = "return_value"):
+    from airflow.models.xcom import XComModel as XCom
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as s:
+        row = s.execute(
+            select(XCom.value).where(
+                XCom.dag_id == dag_run.dag_id, XCom.run_id == dag_run.run_id, XCom.task_id == task_id,
+                XCom.key == key,
+            )
+        ).first()
+    if row is None:
+        return None
+    value = row[0]
+    return json.loads(value) if isinstance(value, str) else value
