@@ -99,11 +99,19 @@ class AirflowApi:
         raise TimeoutError(f"{task_id} not in {states} after {timeout}s: {ti}")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        r = self.s.get(
-            f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}",
-            headers={"Accept": "text/plain"}, timeout=60,
+        """The task's log as plain text (the API returns structured events; we join their messages)."""
+        body = self._req(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
         )
-        return r.text
+        lines = []
+        for item in body.get("content", []):
+            if isinstance(item, dict):
+                lines.append(" ".join(str(v) for k, v in item.items() if k in ("event", "error_detail") and v))
+            else:
+                lines.append(str(item))
+        return "\n".join(lines)
 
     # --- human in the loop ------------------------------------------------------------------------
     def pending_hitl(self, dag_id: str, run_id: str) -> list[dict]:

@@ -62,18 +62,13 @@ class QualityGateOperator(BaseBranchOperator):
         return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     def choose_branch(self, context: Context) -> list[str]:
-        import json
-
         from airflow_saga.core import conditions as C
         from airflow_saga.core import tags as T
         from airflow_saga.core.evaluation import log_json_artifact
 
         report = as_dict(self.report, "report")
-        spec = self.conditions
-        if isinstance(spec, str) and spec.strip()[:1] in ("{", "["):
-            spec = json.loads(spec)
         with saga_errors():
-            condition = C.parse_condition(spec)
+            condition = C.parse_condition(self.conditions)
             decision = C.evaluate(condition, report)
         decision["report_uri"] = report.get("report_uri")
         run_id = (report.get("candidate") or {}).get("run_id")

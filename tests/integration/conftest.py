@@ -24,8 +24,9 @@ def mlflow_conn(mlflow_server):
     os.environ.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def training_dag(airflow_db, mlflow_conn):
+    """A freshly parsed DAG per test: ``dag.test(run_conf=...)`` writes the conf into the DAG's params."""
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.conftest import DAGS_DIR
