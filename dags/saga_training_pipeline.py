@@ -1,4 +1,9 @@
-"""saga_training_pipeline: train -> evaluate -> quality gate -> register, on the MLflow registry.
+"""saga_training_pipeline: train -> evaluate -> gate -> register -> approve -> promote, on MLflow.
+
+Approval is a Param: ``airflow`` asks a human in Airflow's human-in-the-loop UI (Required Actions), ``mlflow``
+waits for someone to set ``saga.approval.status`` on the version in MLflow (a deferrable sensor), ``auto``
+registers the version as Approved because the gate passed. After approval the version becomes
+``challenger``, or ``champion`` when the model has none yet.
 
 Every input is an Airflow Param, so a run is configured from the UI's trigger form or the REST API's
 ``conf``. No template uses ``{{ ds }}``: runs triggered from the UI or REST have no logical date.
@@ -9,12 +14,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param
 
+from airflow_saga.operators.approval import ApproveModelOperator, model_approval_request
 from airflow_saga.operators.evaluate import EvaluateModelOperator
 from airflow_saga.operators.gate import QualityGateOperator
+from airflow_saga.operators.promote import PromoteModelOperator
 from airflow_saga.operators.register import RegisterModelOperator
+from airflow_saga.operators.routing import ApprovalRouteOperator
 from airflow_saga.operators.train import TrainModelOperator
+from airflow_saga.sensors.approval import ModelApprovalSensor
 
 DEFAULT_CONDITIONS = "accuracy >= 0.9 and f1 >= 0.9 and improves(f1, min_absolute=-0.01)"
 
@@ -40,8 +50,9 @@ with DAG(
         "test_size": Param(0.25, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
         "conditions": Param(DEFAULT_CONDITIONS, type="string", minLength=1,
                             description="Quality gate, e.g. 'accuracy >= 0.9 and improves(f1, min_relative=0.01)'"),
-        "auto_approve": Param(False, type="boolean",
-                              description="Register as Approved when the gate passes (else PendingManualApproval)"),
+        "approval_mode": Param("airflow", type="string", enum=["airflow", "mlflow", "auto"],
+                               description="airflow: approve in Airflow's Required Actions view; mlflow: set "
+                               "saga.approval.status in MLflow; auto: approved when the gate passes"),
         "cache": Param(False, type="boolean", description="Reuse a previous identical training (same data content)"),
         "cache_expire_after": Param("P30D", type="string", description="ISO-8601 duration for cache hits"),
     },
@@ -73,6 +84,45 @@ with DAG(
         training="{{ ti.xcom_pull(task_ids='train') }}",
         report="{{ ti.xcom_pull(task_ids='evaluate') }}",
         decision="{{ ti.xcom_pull(task_ids='quality_gate', key='decision') }}",
-        auto_approve="{{ params.auto_approve }}",
+        auto_approve="{{ params.approval_mode == 'auto' }}",
     )
-    train >> evaluate >> gate >> register
+    version = "{{ ti.xcom_pull(task_ids='register')['version'] }}"
+
+    route = ApprovalRouteOperator(
+        task_id="approval_route",
+        mode="{{ params.approval_mode }}",
+        routes={"airflow": "approve_in_airflow", "mlflow": "wait_for_mlflow_approval", "auto": "auto_approved"},
+    )
+    ask = model_approval_request(
+        model_name="{{ params.model_name }}",
+        version=version,
+        response_timeout=timedelta(hours=72),
+    )
+    record = ApproveModelOperator(
+        task_id="record_airflow_approval",
+        model_name="{{ params.model_name }}",
+        version=version,
+        hitl_task_id="approve_in_airflow",
+    )
+    wait_mlflow = ModelApprovalSensor(
+        task_id="wait_for_mlflow_approval",
+        model_name="{{ params.model_name }}",
+        version=version,
+        deferrable=True,
+        poke_interval=15,
+        timeout=72 * 3600,
+        retries=2,  # Airflow 3.3.2 can fail a trigger that fires within seconds (apache/airflow#71580)
+    )
+    auto = EmptyOperator(task_id="auto_approved")
+    promote = PromoteModelOperator(
+        task_id="promote",
+        model_name="{{ params.model_name }}",
+        version=version,
+        alias="auto",
+        reason="approved by {{ params.approval_mode }} approval in {{ dag.dag_id }} run {{ run_id }}",
+        trigger_rule="none_failed_min_one_success",
+    )
+    train >> evaluate >> gate >> register >> route
+    route >> ask >> record >> promote
+    route >> wait_mlflow >> promote
+    route >> auto >> promote

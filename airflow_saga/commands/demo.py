@@ -89,27 +89,52 @@ def _port_or_free(port: int, free_port: Any) -> int:
             return free_port()
 
 
+def _version_tags(mlflow_url: str, name: str, version: str) -> dict[str, str]:
+    import requests
+
+    mv = requests.get(f"{mlflow_url}/api/2.0/mlflow/model-versions/get",
+                      params={"name": name, "version": version}, timeout=30).json()["model_version"]
+    return {t["key"]: t["value"] for t in mv.get("tags", [])}
+
+
 def run_training(api: Any, model_name: str, mlflow_url: str, airflow_url: str) -> bool:
+    """Train -> evaluate -> gate -> register, then approve in Airflow's HITL step as a reviewer would."""
     import requests
 
     dag_id = "saga_training_pipeline"
     api.wait_for_dag(dag_id)
     api.unpause(dag_id)
-    run_id = api.trigger(dag_id, {"model_name": model_name})
+    run_id = api.trigger(dag_id, {"model_name": model_name, "approval_mode": "airflow"})
     step(f"triggered {dag_id} run {run_id}")
+    try:
+        api.wait_task_state(dag_id, run_id, "approve_in_airflow", {"awaiting_input"}, timeout=900)
+    except RuntimeError as exc:
+        states = {t: ti["state"] for t, ti in api.task_instances(dag_id, run_id).items()}
+        step(f"{dag_id} ended before approval: {states} ({exc})")
+        return False
+    reg = api.xcom(dag_id, run_id, "register")
+    tags = _version_tags(mlflow_url, reg["name"], reg["version"])
+    step(f"registered {reg['name']} version {reg['version']}: approval={tags.get('saga.approval.status')}, "
+         f"dataset digest={tags.get('saga.lineage.dataset_digest')}, run={tags.get('saga.lineage.run_id')}, "
+         f"accuracy={tags.get('saga.metric.accuracy')}")
+    step(f"waiting for approval in Airflow: {airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/approve_in_airflow"
+         "/required_actions  (the demo answers as admin in 3 s)")
+    time.sleep(3)  # answering within ~1 s of parking can fail the task in Airflow 3.3.2
+    api.respond_hitl(dag_id, run_id, "approve_in_airflow", "Approve", {"comment": "approved by saga demo"})
     run = api.wait_run(dag_id, run_id, timeout=900)
     states = {t: ti["state"] for t, ti in api.task_instances(dag_id, run_id).items()}
     step(f"{dag_id}: {run['state']}  tasks: {states}")
     if run["state"] != "success":
         return False
-    reg = api.xcom(dag_id, run_id, "register")
-    mv = requests.get(f"{mlflow_url}/api/2.0/mlflow/model-versions/get",
-                      params={"name": reg["name"], "version": reg["version"]}, timeout=30).json()["model_version"]
-    tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
-    step(f"registered {reg['name']} version {reg['version']}: approval={tags.get('saga.approval.status')}, "
-         f"dataset={tags.get('saga.lineage.dataset_digest')}, run={tags.get('saga.lineage.run_id')}")
+    tags = _version_tags(mlflow_url, reg["name"], reg["version"])
+    aliases = requests.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/get", params={"name": reg["name"]},
+                           timeout=30).json()["registered_model"].get("aliases", [])
+    step(f"version {reg['version']}: approval={tags.get('saga.approval.status')} by {tags.get('saga.approval.by')} "
+         f"via {tags.get('saga.approval.via')}; aliases: "
+         + (", ".join(f"@{a['alias']}=v{a['version']}" for a in aliases) or "none"))
     step(f"Airflow run: {airflow_url}/dags/{dag_id}/runs/{run_id}")
     step(f"MLflow version: {mlflow_url}/#/models/{reg['name']}/versions/{reg['version']}")
+    step(f"lineage: MLFLOW_TRACKING_URI={mlflow_url} saga lineage {reg['name']} {reg['version']}")
     return True
 
 

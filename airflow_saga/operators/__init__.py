@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __all__ = [
+    "ApproveModelOperator",
     "EvaluateModelOperator",
+    "PromoteModelOperator",
     "QualityGateOperator",
     "RegisterModelOperator",
+    "RollbackModelOperator",
     "TrainModelOperator",
 ]
 
@@ -26,9 +29,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from airflow_saga.operators.approval import ApproveModelOperator
     from airflow_saga.operators.evaluate import EvaluateModelOperator
     from airflow_saga.operators.gate import QualityGateOperator
+    from airflow_saga.operators.promote import PromoteModelOperator
     from airflow_saga.operators.register import RegisterModelOperator
+    from airflow_saga.operators.rollback import RollbackModelOperator
     from airflow_saga.operators.train import TrainModelOperator
 
 

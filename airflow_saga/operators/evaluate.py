@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
 from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator
 
@@ -24,6 +25,7 @@ class EvaluateModelOperator(SagaBaseOperator):
 
     template_fields: Sequence[str] = ("model_name", "training")
     ui_color = "#e3f1d4"
+    operator_extra_links = (MlflowRunLink(),)
 
     def __init__(self, *, model_name: str, training: dict[str, Any] | str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -52,5 +54,6 @@ class EvaluateModelOperator(SagaBaseOperator):
                 dataset=training.get("dataset"),
                 log=self.log,
             )
-        self.saga_link = {"kind": "run", "experiment_id": training.get("experiment_id"), "run_id": training["run_id"]}
+        set_mlflow_links(self, context, run_url=mlflow_run_url(
+            self.hook.settings.browser_url, str(training.get("experiment_id")), training["run_id"]))
         return report

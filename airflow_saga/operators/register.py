@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.links import (
+    MlflowModelVersionLink,
+    MlflowRunLink,
+    mlflow_model_version_url,
+    mlflow_run_url,
+    set_mlflow_links,
+)
 from airflow_saga.operators._util import as_bool, as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
@@ -30,6 +37,7 @@ class RegisterModelOperator(SagaBaseOperator):
 
     template_fields: Sequence[str] = ("model_name", "training", "report", "decision", "auto_approve")
     ui_color = "#efd9f7"
+    operator_extra_links = (MlflowModelVersionLink(), MlflowRunLink())
 
     def __init__(
         self,
@@ -92,8 +100,9 @@ class RegisterModelOperator(SagaBaseOperator):
             self.model_name, mv.version, status, training["run_id"],
         )
         ui = self.hook.settings.browser_url
-        url = f"{ui}/#/models/{self.model_name}/versions/{mv.version}" if ui else None
-        self.saga_link = {"kind": "model_version", "name": str(self.model_name), "version": str(mv.version)}
+        url = mlflow_model_version_url(ui, str(self.model_name), str(mv.version))
+        set_mlflow_links(self, context, model_version_url=url,
+                         run_url=mlflow_run_url(ui, str(training.get("experiment_id")), training["run_id"]))
         return {
             "name": str(self.model_name),
             "version": str(mv.version),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
 from airflow_saga.operators._util import as_bool, as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
@@ -36,6 +37,7 @@ class TrainModelOperator(SagaBaseOperator):
         "random_state", "experiment_name", "cache", "cache_expire_after",
     )
     template_fields_renderers = {"hyperparameters": "json"}
+    operator_extra_links = (MlflowRunLink(),)
     ui_color = "#d5e8f7"
 
     def __init__(
@@ -94,5 +96,6 @@ class TrainModelOperator(SagaBaseOperator):
             result["run_id"], result["model_uri"],
             " [cache hit from run %s]" % result["cache_source_run_id"] if result["cache_hit"] else "",
         )
-        self.saga_link = {"kind": "run", "experiment_id": result["experiment_id"], "run_id": result["run_id"]}
+        set_mlflow_links(self, context, run_url=mlflow_run_url(
+            self.hook.settings.browser_url, result["experiment_id"], result["run_id"]))
         return result

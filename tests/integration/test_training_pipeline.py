@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_saga.core import tags as T
-from tests.integration.conftest import run_dag, task_states, xcom
+from tests.integration.conftest import SKIP_APPROVAL, run_dag, task_states, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +15,8 @@ def _versions(client, name):
 
 
 def test_pipeline_registers_pending_version_with_full_lineage(training_dag, mlflow_client, model_name):
-    dr = run_dag(training_dag, {"model_name": model_name})
+    dr = run_dag(training_dag, {"model_name": model_name, "approval_mode": "airflow"},
+                 mark_success_pattern=SKIP_APPROVAL)
     assert dr.state == "success", task_states(dr)
     reg = xcom(dr, "register")
     assert reg["created"] is True and reg["version"] == "1"
@@ -55,8 +56,9 @@ def test_pipeline_registers_pending_version_with_full_lineage(training_dag, mlfl
 def test_second_run_compares_against_champion_and_impossible_threshold_blocks(
     training_dag, mlflow_client, model_name
 ):
-    dr1 = run_dag(training_dag, {"model_name": model_name, "auto_approve": True})
+    dr1 = run_dag(training_dag, {"model_name": model_name, "approval_mode": "auto"})
     assert dr1.state == "success", task_states(dr1)
+    assert xcom(dr1, "promote")["alias"] == T.CHAMPION  # the first approved version becomes champion
     # a fresh parse for the second run, since dag.test(run_conf) leaves the conf in the DAG's params
     from airflow.dag_processing.dagbag import DagBag
 
@@ -64,7 +66,7 @@ def test_second_run_compares_against_champion_and_impossible_threshold_blocks(
 
     training_dag = DagBag(dag_folder=str(DAGS_DIR / "saga_training_pipeline.py")).get_dag("saga_training_pipeline")
     assert mlflow_client.get_model_version(model_name, "1").tags[T.APPROVAL_STATUS] == T.APPROVED
-    mlflow_client.set_registered_model_alias(model_name, T.CHAMPION, "1")
+    assert mlflow_client.get_registered_model(model_name).aliases == {T.CHAMPION: "1"}
 
     dr2 = run_dag(training_dag, {"model_name": model_name, "conditions": "accuracy >= 1.01"})
     assert dr2.state == "failed"
@@ -78,6 +80,12 @@ def test_second_run_compares_against_champion_and_impossible_threshold_blocks(
     assert len(_versions(mlflow_client, model_name)) == 1, "a blocked candidate must register nothing"
     run = mlflow_client.get_run(xcom(dr2, "train")["run_id"])
     assert run.data.tags[T.GATE_DECISION] == "blocked"
+
+    # a passing third candidate, auto-approved, becomes challenger beside the champion
+    dag3 = DagBag(dag_folder=str(DAGS_DIR / "saga_training_pipeline.py")).get_dag("saga_training_pipeline")
+    dr3 = run_dag(dag3, {"model_name": model_name, "approval_mode": "auto"})
+    assert dr3.state == "success", task_states(dr3)
+    assert mlflow_client.get_registered_model(model_name).aliases == {T.CHAMPION: "1", T.CHALLENGER: "2"}
 
 
 def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_name):

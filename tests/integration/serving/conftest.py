@@ -1,4 +1,4 @@
-"""A real gateway process (``python -m airflow_saga.cli serve``, real uvicorn) against the session's MLflow."""
+"""A real gateway process (``python -m airflow_saga.cli serve``, real uvicorn) against the session MLflow."""
 
 from __future__ import annotations
 
@@ -23,8 +23,18 @@ class GatewayProc:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.root / "gateway.log"
         self.cmd = [
-            sys.executable, "-m", "airflow_saga.cli", "serve", model,
-            "--tracking-uri", tracking_uri, "--port", str(self.port), "--log-level", "info", *args,
+            sys.executable,
+            "-m",
+            "airflow_saga.cli",
+            "serve",
+            model,
+            "--tracking-uri",
+            tracking_uri,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "info",
+            *args,
         ]
         self.proc: subprocess.Popen | None = None
 
@@ -32,7 +42,11 @@ class GatewayProc:
         env = dict(os.environ)
         env.pop("SAGA_SERVE_TOKEN", None)
         self.proc = subprocess.Popen(
-            self.cmd, cwd=REPO, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
+            self.cmd,
+            cwd=REPO,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
         wait_http(f"{self.url}/ping", timeout, self.proc, self.log)

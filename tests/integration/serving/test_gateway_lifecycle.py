@@ -26,11 +26,24 @@ def _name(prefix: str) -> str:
 def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(gateway_factory, mlflow_client, tmp_path):
     name = _name("sigterm")
     models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
-    models.register_pyfunc(mlflow_client, name, models.SlowOrFailingModel(delay=5), aliases=(tags.CHALLENGER,))
+    models.register_pyfunc(
+        mlflow_client, name, models.SlowOrFailingModel(delay=5), aliases=(tags.CHALLENGER,)
+    )
     cap = tmp_path / "capture"
     # A 60 s flush interval: nothing reaches disk before SIGTERM, so the shutdown flush must write it all.
-    gw = gateway_factory(name, "--shadow", "challenger", "--shadow-timeout", "1", "--shadow-queue", "16",
-                         "--capture-dir", str(cap), "--flush-interval", "60")
+    gw = gateway_factory(
+        name,
+        "--shadow",
+        "challenger",
+        "--shadow-timeout",
+        "1",
+        "--shadow-queue",
+        "16",
+        "--capture-dir",
+        str(cap),
+        "--flush-interval",
+        "60",
+    )
     ids, n = [], 150
     with requests.Session() as s:
         for i in range(n):
@@ -68,8 +81,11 @@ def test_weighted_variants_and_a_raising_shadow(gateway_factory, mlflow_client):
         sd = math.sqrt(n * p * (1 - p))  # binomial; 5 sd makes a false failure ~1 in 3.5 million
         assert abs(seen[("challenger", "2")] - n * p) < 5 * sd, seen
         for _ in range(20):
-            r = s.post(gw.url + "/invocations", json={"instances": models.sample_rows(1)},
-                       headers={"X-Saga-Target-Variant": "challenger"})
+            r = s.post(
+                gw.url + "/invocations",
+                json={"instances": models.sample_rows(1)},
+                headers={"X-Saga-Target-Variant": "challenger"},
+            )
             assert r.headers["X-Saga-Variant"] == "challenger"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -96,8 +112,11 @@ class Traffic:
             i = 0
             while not self._stop.is_set():
                 try:
-                    r = s.post(self.url + "/invocations", json={"instances": models.sample_rows(1, start=i % 500)},
-                               timeout=30)
+                    r = s.post(
+                        self.url + "/invocations",
+                        json={"instances": models.sample_rows(1, start=i % 500)},
+                        timeout=30,
+                    )
                     self.statuses[r.status_code] += 1
                     self.versions.append(r.headers.get("X-Saga-Model-Version", "?"))
                 except requests.RequestException as exc:
@@ -158,7 +177,10 @@ def test_mlflow_webhook_triggers_the_swap(gateway_factory, mlflow_client):
     # Polling once an hour: only the webhook can make this swap happen within the test.
     gw = gateway_factory(name, "--poll-interval", "3600", "--webhook-secret", secret)
     hook = mlflow_client.create_webhook(
-        name=f"saga-{name}", url=f"{gw.url}/webhooks/mlflow", events=["model_version_alias.created"], secret=secret
+        name=f"saga-{name}",
+        url=f"{gw.url}/webhooks/mlflow",
+        events=["model_version_alias.created"],
+        secret=secret,
     )
     try:
         with Traffic(gw.url) as t:

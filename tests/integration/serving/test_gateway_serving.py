@@ -33,9 +33,21 @@ def gw(tmp_path_factory, mlflow_server, mlflow_client):
     )
     root = tmp_path_factory.mktemp("gw-serving")
     g = GatewayProc(
-        root, name, mlflow_server.url,
-        "--shadow", "challenger", "--capture-dir", str(root / "capture"), "--flush-interval", "0.2",
-        "--auth-token", TOKEN, "--max-body-bytes", "200000", "--webhook-secret", SECRET,
+        root,
+        name,
+        mlflow_server.url,
+        "--shadow",
+        "challenger",
+        "--capture-dir",
+        str(root / "capture"),
+        "--flush-interval",
+        "0.2",
+        "--auth-token",
+        TOKEN,
+        "--max-body-bytes",
+        "200000",
+        "--webhook-secret",
+        SECRET,
     )
     g.capture = root / "capture"  # type: ignore[attr-defined]
     g.start()
@@ -46,7 +58,9 @@ def gw(tmp_path_factory, mlflow_server, mlflow_client):
 def _post(gw, body, headers=None, path="/invocations", **kw):
     h = {**AUTH, **(headers or {})}
     if isinstance(body, bytes | str):
-        return requests.post(gw.url + path, data=body, headers={"Content-Type": "application/json", **h}, **kw)
+        return requests.post(
+            gw.url + path, data=body, headers={"Content-Type": "application/json", **h}, **kw
+        )
     return requests.post(gw.url + path, json=body, headers=h, **kw)
 
 
@@ -105,8 +119,11 @@ def test_feedback_is_joined_to_its_record(gw):
     ids = [f"fb-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
     for i, iid in enumerate(ids):
         assert _post(gw, {"instances": models.sample_rows(1, start=i)}, {"X-Saga-Inference-Id": iid}).ok
-    r = _post(gw, [{"inference_id": ids[0], "ground_truth": 1}, {"inference_id": ids[1], "ground_truth": 0}],
-              path="/feedback")
+    r = _post(
+        gw,
+        [{"inference_id": ids[0], "ground_truth": 1}, {"inference_id": ids[1], "ground_truth": 0}],
+        path="/feedback",
+    )
     assert r.status_code == 202 and r.json() == {"accepted": 2}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -130,10 +147,20 @@ def test_feedback_is_joined_to_its_record(gw):
         (b"not json at all", {}, 400, "malformed JSON"),
         ({"instances": [[1.0] * 29]}, {}, 400, "has 29 values but the model expects 30"),
         ({"dataframe_split": {"columns": ["mean radius"], "data": [[1.0]]}}, {}, 400, "missing column(s)"),
-        ({"instances": [["big"] + [1.0] * 29]}, {}, 400, "column 'mean radius' row 0: expected double, got str"),
+        (
+            {"instances": [["big"] + [1.0] * 29]},
+            {},
+            400,
+            "column 'mean radius' row 0: expected double, got str",
+        ),
         ({"dataframe_records": [{"evil": 1}]}, {}, 400, "unknown column(s) ['evil']"),
         ({"wrong_key": []}, {}, 400, "exactly one of"),
-        ({"instances": [[1.0] * 30]}, {"X-Saga-Inference-Id": "../../etc/passwd"}, 400, "X-Saga-Inference-Id"),
+        (
+            {"instances": [[1.0] * 30]},
+            {"X-Saga-Inference-Id": "../../etc/passwd"},
+            400,
+            "X-Saga-Inference-Id",
+        ),
         ({"instances": [[1.0] * 30]}, {"X-Saga-Target-Variant": "challenger"}, 400, "unknown variant"),
         ({"instances": [[1.0] * 30]}, {"Content-Type": "application/xml"}, 415, "unsupported content type"),
     ],
@@ -179,8 +206,15 @@ def test_metrics_in_prometheus_text(gw):
     r = requests.get(gw.url + "/metrics", headers=AUTH)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     fams = {f.name: f for f in text_string_to_metric_families(r.text)}
-    for name in ("saga_requests", "saga_request_latency_seconds", "saga_shadow", "saga_shadow_queue_depth",
-                 "saga_capture_backlog", "saga_model_version_info", "saga_model_load_error"):
+    for name in (
+        "saga_requests",
+        "saga_request_latency_seconds",
+        "saga_shadow",
+        "saga_shadow_queue_depth",
+        "saga_capture_backlog",
+        "saga_model_version_info",
+        "saga_model_load_error",
+    ):
         assert name in fams, name
     served = [s for s in fams["saga_requests"].samples if s.labels.get("variant") == "champion"]
     assert served and served[0].value >= 1
@@ -189,11 +223,20 @@ def test_metrics_in_prometheus_text(gw):
 
 
 def test_webhook_requires_a_valid_signature(gw):
-    body = json.dumps({"entity": "model_version_alias", "action": "created",
-                       "data": {"name": gw.model, "alias": "champion", "version": "1"}}).encode()
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": gw.model, "alias": "champion", "version": "1"},
+        }
+    ).encode()
     ts = str(int(time.time()))
-    good = {"X-MLflow-Delivery-Id": "d1", "X-MLflow-Timestamp": ts,
-            "X-MLflow-Signature": webhook_signature(SECRET, "d1", ts, body), "Content-Type": "application/json"}
+    good = {
+        "X-MLflow-Delivery-Id": "d1",
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": webhook_signature(SECRET, "d1", ts, body),
+        "Content-Type": "application/json",
+    }
     r = requests.post(gw.url + "/webhooks/mlflow", data=body, headers=good)
     assert r.status_code == 200 and r.json() == {"refresh": True}
     bad = {**good, "X-MLflow-Signature": webhook_signature("guess", "d1", ts, body)}

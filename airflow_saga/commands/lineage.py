@@ -1,0 +1,48 @@
+"""``saga lineage``: the recorded story of a model version, or the reverse look-ups."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from airflow_saga.commands._governance import add_common
+
+    p = subparsers.add_parser(
+        "lineage",
+        help="print a version's lineage, or find versions by dataset digest / DAG run",
+        description="saga lineage MODEL [VERSION | @alias]  |  saga lineage --dataset DIGEST [--model M]  |  "
+        "saga lineage --dag-run DAG_ID RUN_ID",
+    )
+    p.add_argument("model", nargs="?", help="registered model name")
+    p.add_argument("version", nargs="?", help="version number or @alias (default: @champion, else latest)")
+    p.add_argument("--dataset", metavar="DIGEST", help="versions trained on this dataset content digest")
+    p.add_argument(
+        "--dag-run", nargs=2, metavar=("DAG_ID", "RUN_ID"), help="versions from this Airflow DAG run"
+    )
+    add_common(p)
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from airflow_saga.commands._governance import client
+    from airflow_saga.core import lineage_query as lq
+
+    if args.dataset and args.dag_run:
+        args._parser.error("use either --dataset or --dag-run, not both")
+    if args.dataset or args.dag_run:
+        c = client(args)
+        if args.dataset:
+            rows = lq.versions_by_dataset(c, args.dataset, name=args.model)
+        else:
+            rows = lq.versions_by_dag_run(c, *args.dag_run)
+        print(lq.dumps(rows) if args.json else lq.format_versions(rows))
+        return 0
+    if not args.model:
+        args._parser.error("give MODEL [VERSION|@alias], --dataset DIGEST or --dag-run DAG_ID RUN_ID")
+    story = lq.lineage(client(args), args.model, args.version)
+    print(lq.dumps(story) if args.json else lq.format_lineage(story))
+    return 0

@@ -1,0 +1,84 @@
+"""``saga serve MODEL``: the inference gateway for one registered model."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a registered model's champion with variants, shadow mirroring and data capture",
+        description=(
+            "Serve MODEL@champion over MLflow's scoring protocol (POST /invocations), optionally splitting "
+            "traffic between aliases, mirroring a sample to a shadow alias and capturing requests. "
+            "Flags override values from --config."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", help="registered model name")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--registry-uri", help="MLflow registry URI if different from the tracking URI")
+    p.add_argument("--config", help="JSON or TOML file with any of the options below (keys use underscores)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="bind port (default 5005)")
+    p.add_argument("--variants", help="weighted production aliases, e.g. champion=90,challenger=10")
+    p.add_argument("--shadow", help="alias that receives mirrored copies (its answers are never returned)")
+    p.add_argument(
+        "--shadow-sample", type=float, help="percent of requests mirrored to the shadow (default 100)"
+    )
+    p.add_argument("--shadow-queue", type=int, help="shadow queue capacity; copies beyond it are dropped")
+    p.add_argument(
+        "--shadow-timeout", type=float, help="seconds before a shadow call is recorded as timed out"
+    )
+    p.add_argument("--capture-dir", help="directory for captured requests and feedback")
+    p.add_argument(
+        "--capture-format", choices=["jsonl", "parquet"], help="capture file format (default jsonl)"
+    )
+    p.add_argument("--capture-sample", type=float, help="percent of requests captured (default 100)")
+    p.add_argument(
+        "--flush-interval", type=float, help="seconds between capture flushes (max loss on hard kill)"
+    )
+    p.add_argument(
+        "--poll-interval", type=float, help="seconds between alias checks for hot swap (default 5)"
+    )
+    p.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' (or set SAGA_SERVE_TOKEN)")
+    p.add_argument("--webhook-secret", help="enable POST /webhooks/mlflow with this HMAC secret")
+    p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 1 MiB)")
+    p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    p.add_argument("--log-level", help="uvicorn/gateway log level (default warning)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from airflow_saga.serving import config
+    from airflow_saga.serving.server import serve
+
+    variants = config.parse_variants(args.variants) if args.variants else None
+    cfg = config.build(
+        args.config,
+        model=args.model,
+        tracking_uri=args.tracking_uri,
+        registry_uri=args.registry_uri,
+        host=args.host,
+        port=args.port,
+        variants=variants,
+        shadow=args.shadow,
+        shadow_sample=args.shadow_sample,
+        shadow_queue=args.shadow_queue,
+        shadow_timeout=args.shadow_timeout,
+        capture_dir=args.capture_dir,
+        capture_format=args.capture_format,
+        capture_sample=args.capture_sample,
+        flush_interval=args.flush_interval,
+        poll_interval=args.poll_interval,
+        auth_token=args.auth_token or os.environ.get("SAGA_SERVE_TOKEN") or None,
+        webhook_secret=args.webhook_secret or os.environ.get("SAGA_WEBHOOK_SECRET") or None,
+        max_body_bytes=args.max_body_bytes,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return serve(cfg)

@@ -1,0 +1,323 @@
+"""Lineage queries: the whole story of a model version, and the reverse look-ups.
+
+Forward: version -> training run (params, metrics, tags) -> dataset (digest, source) -> code version
+(package version, DAG file hash) -> Airflow DAG run (ids, URL) -> evaluation report -> gate decision ->
+approvals (the version's approval log) -> promotions (history entries that moved an alias to or from it).
+Everything is read from the tags written by ``core.lineage``/``core.registry`` and from the MLflow run, so
+the answer is whatever was actually recorded, not a reconstruction.
+
+Reverse: which versions were trained on dataset digest X, which came from Airflow DAG run Y; both are
+``search_model_versions`` tag filters (backticks around the dotted tag keys).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from airflow_saga.core import approval, promotion
+from airflow_saga.core import tags as T
+from airflow_saga.core.errors import RegistryError
+from airflow_saga.core.registry import get_registered_model, get_version
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+
+def resolve_version(client: MlflowClient, name: str, version_or_alias: str | int | None) -> str:
+    """``"3"`` / ``3`` / ``"@champion"`` / ``"champion"`` / None (champion, else the latest version)."""
+    model = get_registered_model(client, name)
+    model_aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
+    if version_or_alias is None:
+        if T.CHAMPION in model_aliases:
+            return model_aliases[T.CHAMPION]
+        versions = client.search_model_versions(f"name='{_q(name)}'", order_by=["version_number DESC"])
+        if not versions:
+            raise RegistryError(f"Registered model {name!r} has no versions")
+        return str(versions[0].version)
+    ref = str(version_or_alias)
+    if ref.isdigit():
+        return ref
+    alias = ref.removeprefix("@")
+    if alias not in model_aliases:
+        raise RegistryError(
+            f"Registered model {name!r} has no alias {alias!r} "
+            f"(aliases: {', '.join(model_aliases) or 'none'})"
+        )
+    return model_aliases[alias]
+
+
+def _q(value: str) -> str:
+    """Values go into single-quoted filter strings; refuse quotes rather than guess MLflow's escaping."""
+    if "'" in value:
+        raise RegistryError(f"Value {value!r} contains a single quote, which registry filters cannot express")
+    return value
+
+
+def _run_facts(client: MlflowClient, run_id: str | None) -> dict[str, Any] | None:
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        return {"id": run_id, "error": f"run not readable: {exc.message if hasattr(exc, 'message') else exc}"}
+    datasets = [
+        {
+            "name": di.dataset.name,
+            "digest": di.dataset.digest,
+            "source": di.dataset.source,
+            "context": next((t.value for t in di.tags if t.key == "mlflow.data.context"), None),
+        }
+        for di in (run.inputs.dataset_inputs if run.inputs else [])
+    ]
+    return {
+        "id": run_id,
+        "experiment_id": run.info.experiment_id,
+        "name": run.info.run_name,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.log-model")},
+        "datasets": datasets,
+    }
+
+
+def _version_story(mv: ModelVersion, model_aliases: dict[str, str]) -> dict[str, Any]:
+    tags = dict(mv.tags or {})
+    try:
+        status: str | None = approval.get_status(mv)
+        status_error = None
+    except RegistryError as exc:
+        status, status_error = tags.get(T.APPROVAL_STATUS), str(exc)
+    out = {
+        "model": mv.name,
+        "version": str(mv.version),
+        "aliases": sorted(a for a, v in model_aliases.items() if v == str(mv.version)),
+        "source": mv.source,
+        "created": mv.creation_timestamp,
+        "status": status,
+        "tags": tags,
+    }
+    if status_error:
+        out["status_error"] = status_error
+    return out
+
+
+def lineage(client: MlflowClient, name: str, version_or_alias: str | int | None = None) -> dict[str, Any]:
+    """The full recorded chain for one version (see module docstring); RegistryError if it does not exist."""
+    version = resolve_version(client, name, version_or_alias)
+    mv = get_version(client, name, version)
+    model_aliases = promotion.aliases(client, name)
+    tags = dict(mv.tags or {})
+    run_id = tags.get(T.RUN_ID) or mv.run_id
+    try:
+        approvals = approval.approval_log(mv)
+    except RegistryError as exc:
+        approvals = [{"error": str(exc)}]
+    promotions = [
+        h for h in promotion.history(client, name) if version in (str(h.get("from")), str(h.get("to")))
+    ]
+    rollback = {
+        k.rsplit(".", 1)[-1]: tags[k]
+        for k in (T.ROLLED_BACK_REASON, T.ROLLED_BACK_AT, T.ROLLED_BACK_BY)
+        if k in tags
+    }
+    return {
+        "version": _version_story(mv, model_aliases),
+        "requested": None if version_or_alias is None else str(version_or_alias),
+        "run": _run_facts(client, run_id),
+        "dataset": {
+            "digest": tags.get(T.DATASET_DIGEST),
+            "source": tags.get(T.DATASET_SOURCE),
+            "rows": tags.get(T.DATASET_ROWS),
+        },
+        "code": {
+            "package_version": tags.get(T.PACKAGE_VERSION),
+            "dag_file_hash": tags.get(T.DAG_FILE_HASH),
+            "estimator": tags.get(T.ESTIMATOR),
+        },
+        "airflow": {
+            "dag_id": tags.get(T.AIRFLOW_DAG_ID),
+            "run_id": tags.get(T.AIRFLOW_RUN_ID),
+            "task_id": tags.get(T.AIRFLOW_TASK_ID),
+            "try_number": tags.get(T.AIRFLOW_TRY_NUMBER),
+            "url": tags.get(T.AIRFLOW_RUN_URL),
+        },
+        "evaluation": {
+            "report_uri": tags.get(T.EVAL_REPORT_URI),
+            "metrics": {
+                k[len(T.METRIC_PREFIX) :]: _num(v) for k, v in tags.items() if k.startswith(T.METRIC_PREFIX)
+            },
+        },
+        "gate": {
+            "decision": tags.get(T.GATE_DECISION),
+            "report_uri": tags.get(T.GATE_REPORT_URI),
+            "summary": tags.get(T.GATE_SUMMARY),
+        },
+        "approvals": approvals,
+        "promotions": promotions,
+        "rollback": rollback or None,
+    }
+
+
+def _num(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _summary(mv: ModelVersion) -> dict[str, Any]:
+    tags = dict(mv.tags or {})
+    return {
+        "model": mv.name,
+        "version": str(mv.version),
+        "status": tags.get(T.APPROVAL_STATUS),
+        "run_id": tags.get(T.RUN_ID) or mv.run_id,
+        "dataset_digest": tags.get(T.DATASET_DIGEST),
+        "dag_id": tags.get(T.AIRFLOW_DAG_ID),
+        "dag_run_id": tags.get(T.AIRFLOW_RUN_ID),
+        "dag_run_url": tags.get(T.AIRFLOW_RUN_URL),
+    }
+
+
+def _search(client: MlflowClient, filter_string: str) -> list[dict[str, Any]]:
+    hits = client.search_model_versions(filter_string, max_results=1000)
+    return [_summary(mv) for mv in sorted(hits, key=lambda m: (m.name, int(m.version)))]
+
+
+def versions_by_dataset(client: MlflowClient, digest: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Every version (of ``name``, or of any model) whose training data had content digest ``digest``."""
+    filt = f"tags.`{T.DATASET_DIGEST}` = '{_q(digest)}'"
+    if name:
+        filt = f"name = '{_q(name)}' AND {filt}"
+    return _search(client, filt)
+
+
+def versions_by_dag_run(client: MlflowClient, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every version registered by Airflow DAG run ``run_id`` of ``dag_id``."""
+    return _search(
+        client, f"tags.`{T.AIRFLOW_DAG_ID}` = '{_q(dag_id)}' AND tags.`{T.AIRFLOW_RUN_ID}` = '{_q(run_id)}'"
+    )
+
+
+# --- human-readable rendering ---------------------------------------------------------------------
+
+
+def _fmt_kv(d: dict[str, Any], indent: str = "      ") -> list[str]:
+    return [f"{indent}{k} = {v}" for k, v in sorted(d.items())]
+
+
+def format_lineage(d: dict[str, Any]) -> str:
+    """Render ``lineage()`` output as the chain a human reads top to bottom."""
+    v = d["version"]
+    lines = [
+        f"Model {v['model']} version {v['version']}"
+        + (f"  [{', '.join('@' + a for a in v['aliases'])}]" if v["aliases"] else "")
+    ]
+    lines.append(
+        f"  status: {v['status']}" + (f"  (!! {v['status_error']})" if v.get("status_error") else "")
+    )
+    lines.append(f"  source: {v['source']}")
+    run = d.get("run")
+    if run:
+        lines.append(
+            f"  <- training run {run['id']}"
+            + (f" ({run.get('name')}, {run.get('status')})" if "status" in run else "")
+        )
+        if run.get("error"):
+            lines.append(f"      {run['error']}")
+        if run.get("params"):
+            lines.append("    params:")
+            lines += _fmt_kv(run["params"])
+        if run.get("metrics"):
+            lines.append("    metrics:")
+            lines += _fmt_kv(run["metrics"])
+    else:
+        lines.append("  <- training run: (not recorded)")
+    ds = d["dataset"]
+    lines.append(
+        f"  <- dataset digest {ds['digest'] or '?'} from {ds['source'] or '?'}"
+        + (f" ({ds['rows']} rows)" if ds.get("rows") else "")
+    )
+    code = d["code"]
+    lines.append(
+        f"  <- code: airflow-saga {code['package_version'] or '?'}, "
+        f"DAG file sha256 {code['dag_file_hash'] or '?'}"
+        + (f", estimator {code['estimator']}" if code.get("estimator") else "")
+    )
+    af = d["airflow"]
+    if af.get("dag_id"):
+        lines.append(
+            f"  <- Airflow DAG run {af['dag_id']} / {af['run_id']} "
+            f"(task {af['task_id']}, try {af['try_number']})"
+        )
+        if af.get("url"):
+            lines.append(f"      {af['url']}")
+    else:
+        lines.append("  <- Airflow DAG run: (not recorded)")
+    ev = d["evaluation"]
+    lines.append(f"  evaluation report: {ev['report_uri'] or '(none)'}")
+    if ev["metrics"]:
+        lines += _fmt_kv(ev["metrics"])
+    gate = d["gate"]
+    lines.append(
+        f"  gate: {gate['decision'] or '(none)'}"
+        + (f"  report {gate['report_uri']}" if gate.get("report_uri") else "")
+    )
+    if gate.get("summary"):
+        lines.append(f"      {gate['summary']}")
+    lines.append("  approvals:")
+    for e in d["approvals"] or []:
+        if "error" in e:
+            lines.append(f"    !! {e['error']}")
+            continue
+        lines.append(
+            f"    {e.get('at')}  {e.get('status'):<22} by {e.get('by')} via {e.get('via')}"
+            + (f": {e['comment']}" if e.get("comment") else "")
+        )
+    if not d["approvals"]:
+        lines.append("    (none recorded)")
+    lines.append("  promotions:")
+    for h in d["promotions"]:
+        lines.append(
+            f"    #{h['seq']} {h['at']}  {h['action']} {h['alias']}: {h['from']} -> {h['to']} by {h['by']}"
+            + (f": {h['reason']}" if h.get("reason") else "")
+        )
+    if not d["promotions"]:
+        lines.append("    (none)")
+    if d.get("rollback"):
+        rb = d["rollback"]
+        lines.append(f"  rolled back at {rb.get('at')} by {rb.get('by')}: {rb.get('reason')}")
+    return "\n".join(lines)
+
+
+def format_history(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return "(no promotion history)"
+    return "\n".join(
+        f"#{h['seq']:<4} {h['at']}  {h['action']:<8} {h['alias']:<10} "
+        f"{h['from'] or '-':>4} -> {h['to'] or '-':<4} "
+        f"by {h['by']}: {h.get('reason', '')}"
+        for h in entries
+    )
+
+
+def format_versions(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no matching versions)"
+    return "\n".join(
+        f"{r['model']} v{r['version']}  {r['status'] or '?':<22} run {r['run_id']}  "
+        f"data {r['dataset_digest'] or '?'}  "
+        f"dag run {r['dag_id'] or '?'}/{r['dag_run_id'] or '?'}"
+        for r in rows
+    )
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,1 @@
+"""Sensors: wait for decisions recorded in MLflow."""

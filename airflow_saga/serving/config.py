@@ -1,0 +1,129 @@
+"""Gateway configuration: one frozen dataclass, built from CLI flags and/or a JSON or TOML file.
+
+CLI flags override file values, so a shared config file can be tweaked per run. Validation happens here,
+once, with messages naming the offending key and value, so the server never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from airflow_saga.core import tags
+from airflow_saga.core.errors import ServingError as GatewayConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    """Everything ``saga serve`` needs; field names match the config file keys (and CLI flags)."""
+
+    model: str
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5005
+    variants: dict[str, float] = dataclasses.field(default_factory=lambda: {tags.CHAMPION: 100.0})
+    shadow: str | None = None
+    shadow_sample: float = 100.0
+    shadow_queue: int = 1000
+    shadow_batch: int = 64
+    shadow_timeout: float = 2.0
+    capture_dir: str | None = None
+    capture_format: str = "jsonl"
+    capture_sample: float = 100.0
+    flush_interval: float = 1.0
+    poll_interval: float = 5.0
+    auth_token: str | None = None
+    webhook_secret: str | None = None
+    max_body_bytes: int = 1_048_576
+    workers: int = 1
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise GatewayConfigError("model name is required")
+        if not self.variants:
+            raise GatewayConfigError("at least one variant is required (e.g. champion=100)")
+        for alias, weight in self.variants.items():
+            if not alias or not isinstance(weight, int | float) or weight < 0:
+                raise GatewayConfigError(f"variant {alias!r} has invalid weight {weight!r}")
+        if sum(self.variants.values()) <= 0:
+            raise GatewayConfigError(f"variant weights must not all be zero: {self.variants}")
+        if self.shadow is not None and self.shadow in self.variants:
+            raise GatewayConfigError(
+                f"shadow alias {self.shadow!r} is also a production variant; a shadow is never served"
+            )
+        for key in ("shadow_sample", "capture_sample"):
+            value = getattr(self, key)
+            if not 0 <= value <= 100:
+                raise GatewayConfigError(f"{key} must be a percentage in [0, 100], got {value}")
+        for key in ("flush_interval", "poll_interval", "shadow_timeout"):
+            if getattr(self, key) <= 0:
+                raise GatewayConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("shadow_queue", "shadow_batch", "max_body_bytes", "workers"):
+            if int(getattr(self, key)) < 1:
+                raise GatewayConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.capture_format not in ("jsonl", "parquet"):
+            raise GatewayConfigError(f"capture_format must be jsonl or parquet, got {self.capture_format!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> GatewayConfig:
+        return cls(**json.loads(text))
+
+
+def parse_variants(text: str) -> dict[str, float]:
+    """``"champion=90,challenger=10"`` -> ``{"champion": 90.0, "challenger": 10.0}``."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        alias, sep, weight = part.partition("=")
+        try:
+            out[alias.strip()] = float(weight) if sep else 100.0
+        except ValueError:
+            raise GatewayConfigError(f"variant {alias!r}: weight {weight!r} is not a number") from None
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a ``.json`` or ``.toml`` config file (a ``[serve]`` table in TOML is accepted too)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise GatewayConfigError(f"cannot read config file {p}: {exc}") from exc
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+            data = data.get("serve", data)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise GatewayConfigError(f"config file {p} is not valid {p.suffix[1:] or 'json'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GatewayConfigError(f"config file {p} must hold a table/object")
+    known = {f.name for f in dataclasses.fields(GatewayConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise GatewayConfigError(f"config file {p}: unknown keys {unknown}; known keys: {sorted(known)}")
+    if isinstance(data.get("variants"), str):
+        data["variants"] = parse_variants(data["variants"])
+    return data
+
+
+def build(file: str | None = None, **overrides: Any) -> GatewayConfig:
+    """File values, then every override that is not ``None``."""
+    data: dict[str, Any] = load_file(file) if file else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return GatewayConfig(**data)
+    except TypeError as exc:
+        raise GatewayConfigError(str(exc)) from exc

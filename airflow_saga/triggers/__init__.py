@@ -1,0 +1,1 @@
+"""Triggers: async, non-blocking waits run by the Airflow triggerer."""
