@@ -15,7 +15,9 @@ COMMANDS = ("demo", "up", "serve", "lineage", "history", "approve", "promote", "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saga", description="airflow-saga: ML model lifecycle on Airflow + MLflow")
+    parser = argparse.ArgumentParser(
+        prog="saga", description="airflow-saga: ML model lifecycle on Airflow + MLflow"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

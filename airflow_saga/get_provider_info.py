@@ -15,21 +15,33 @@ def get_provider_info() -> dict[str, Any]:
         "comparison and drift monitoring on the MLflow model registry.",
         "versions": [__version__],
         "integrations": [
-            {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/",
-             "tags": ["software"]},
+            {
+                "integration-name": "MLflow",
+                "external-doc-url": "https://mlflow.org/docs/latest/",
+                "tags": ["software"],
+            },
         ],
         "connection-types": [
-            {"connection-type": "mlflow", "hook-class-name": "airflow_saga.hooks.mlflow.MlflowHook",
-             "hook-name": "MLflow"},
+            {
+                "connection-type": "mlflow",
+                "hook-class-name": "airflow_saga.hooks.mlflow.MlflowHook",
+                "hook-name": "MLflow",
+            },
         ],
         "hooks": [{"integration-name": "MLflow", "python-modules": ["airflow_saga.hooks.mlflow"]}],
         "operators": [
-            {"integration-name": "MLflow", "python-modules": [
-                "airflow_saga.operators.train", "airflow_saga.operators.evaluate",
-                "airflow_saga.operators.gate", "airflow_saga.operators.register",
-                "airflow_saga.operators.promote", "airflow_saga.operators.rollback",
-                "airflow_saga.operators.approval",
-            ]},
+            {
+                "integration-name": "MLflow",
+                "python-modules": [
+                    "airflow_saga.operators.train",
+                    "airflow_saga.operators.evaluate",
+                    "airflow_saga.operators.gate",
+                    "airflow_saga.operators.register",
+                    "airflow_saga.operators.promote",
+                    "airflow_saga.operators.rollback",
+                    "airflow_saga.operators.approval",
+                ],
+            },
         ],
         "sensors": [{"integration-name": "MLflow", "python-modules": ["airflow_saga.sensors.approval"]}],
         "triggers": [{"integration-name": "MLflow", "python-modules": ["airflow_saga.triggers.approval"]}],

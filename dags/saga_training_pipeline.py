@@ -17,6 +17,7 @@ from datetime import timedelta
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param
 
+from airflow_saga.assets import drift_asset
 from airflow_saga.operators.approval import ApproveModelOperator, model_approval_request
 from airflow_saga.operators.evaluate import EvaluateModelOperator
 from airflow_saga.operators.gate import QualityGateOperator
@@ -31,29 +32,56 @@ DEFAULT_CONDITIONS = "accuracy >= 0.9 and f1 >= 0.9 and improves(f1, min_absolut
 with DAG(
     dag_id="saga_training_pipeline",
     description="Train, evaluate against the champion, gate, and register a model version in MLflow",
-    schedule=None,
+    # Retrain when the drift monitor reports drift of the default model (its Params defaults apply to
+    # asset-triggered runs, so the asset must name the same model); manual triggers work as before.
+    schedule=drift_asset("saga-breast-cancer"),
     catchup=False,
     render_template_as_native_obj=True,
     max_active_runs=4,
     tags=["saga", "mlops"],
     default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
     params={
-        "model_name": Param("saga-breast-cancer", type="string", minLength=1, maxLength=200,
-                            description="Registered model in MLflow (created on first registration)"),
-        "data_source": Param("sklearn:breast_cancer", type="string", minLength=1,
-                             description="CSV/Parquet path or URI, or sklearn:<breast_cancer|iris|wine|diabetes|digits>"),
+        "model_name": Param(
+            "saga-breast-cancer",
+            type="string",
+            minLength=1,
+            maxLength=200,
+            description="Registered model in MLflow (created on first registration)",
+        ),
+        "data_source": Param(
+            "sklearn:breast_cancer",
+            type="string",
+            minLength=1,
+            description="CSV/Parquet path or URI, or sklearn:<breast_cancer|iris|wine|diabetes|digits>",
+        ),
         "target": Param("target", type="string", minLength=1, description="Target column"),
-        "estimator": Param("sklearn.linear_model.LogisticRegression", type="string",
-                           description="Import path of a scikit-learn estimator or Pipeline factory"),
-        "hyperparameters": Param({"max_iter": 5000}, type="object",
-                                 description="Passed to set_params(); unknown names fail the run"),
+        "estimator": Param(
+            "sklearn.linear_model.LogisticRegression",
+            type="string",
+            description="Import path of a scikit-learn estimator or Pipeline factory",
+        ),
+        "hyperparameters": Param(
+            {"max_iter": 5000},
+            type="object",
+            description="Passed to set_params(); unknown names fail the run",
+        ),
         "test_size": Param(0.25, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
-        "conditions": Param(DEFAULT_CONDITIONS, type="string", minLength=1,
-                            description="Quality gate, e.g. 'accuracy >= 0.9 and improves(f1, min_relative=0.01)'"),
-        "approval_mode": Param("airflow", type="string", enum=["airflow", "mlflow", "auto"],
-                               description="airflow: approve in Airflow's Required Actions view; mlflow: set "
-                               "saga.approval.status in MLflow; auto: approved when the gate passes"),
-        "cache": Param(False, type="boolean", description="Reuse a previous identical training (same data content)"),
+        "conditions": Param(
+            DEFAULT_CONDITIONS,
+            type="string",
+            minLength=1,
+            description="Quality gate, e.g. 'accuracy >= 0.9 and improves(f1, min_relative=0.01)'",
+        ),
+        "approval_mode": Param(
+            "airflow",
+            type="string",
+            enum=["airflow", "mlflow", "auto"],
+            description="airflow: approve in Airflow's Required Actions view; mlflow: set "
+            "saga.approval.status in MLflow; auto: approved when the gate passes",
+        ),
+        "cache": Param(
+            False, type="boolean", description="Reuse a previous identical training (same data content)"
+        ),
         "cache_expire_after": Param("P30D", type="string", description="ISO-8601 duration for cache hits"),
     },
 ) as dag:
@@ -91,7 +119,11 @@ with DAG(
     route = ApprovalRouteOperator(
         task_id="approval_route",
         mode="{{ params.approval_mode }}",
-        routes={"airflow": "approve_in_airflow", "mlflow": "wait_for_mlflow_approval", "auto": "auto_approved"},
+        routes={
+            "airflow": "approve_in_airflow",
+            "mlflow": "wait_for_mlflow_approval",
+            "auto": "auto_approved",
+        },
     )
     ask = model_approval_request(
         model_name="{{ params.model_name }}",

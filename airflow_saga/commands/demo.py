@@ -7,23 +7,30 @@ training pipeline, waits, and prints what happened with the UI URLs. ``--keep-ru
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the lifecycle demo on a local embedded stack")
-    p.add_argument("--home", default=os.environ.get("SAGA_HOME", ".saga/demo"),
-                   help="state directory (MLflow DB, artifacts, AIRFLOW_HOME); default .saga/demo")
+    p.add_argument(
+        "--home",
+        default=os.environ.get("SAGA_HOME", ".saga/demo"),
+        help="state directory (MLflow DB, artifacts, AIRFLOW_HOME); default .saga/demo",
+    )
     p.add_argument("--dags-folder", default=None, help="DAGs folder (default: the package's dags/)")
     p.add_argument("--model-name", default="saga-breast-cancer")
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--airflow-port", type=int, default=8080)
-    p.add_argument("--keep-running", action="store_true", help="leave MLflow and Airflow running for browsing")
+    p.add_argument(
+        "--keep-running", action="store_true", help="leave MLflow and Airflow running for browsing"
+    )
     p.set_defaults(func=run)
 
 
@@ -52,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
     step(f"state in {home}")
     mlflow = MlflowServer(home / "mlflow", port=mlflow_port)
     conn = f'{{"conn_type": "mlflow", "host": "{mlflow.url}"}}'
-    stack = AirflowStack(home / "airflow", dags, port=airflow_port,
-                         extra_env={"AIRFLOW_CONN_MLFLOW_DEFAULT": conn, "SAGA_MLFLOW_UI_URL": mlflow.url})
+    stack = AirflowStack(
+        home / "airflow",
+        dags,
+        port=airflow_port,
+        extra_env={"AIRFLOW_CONN_MLFLOW_DEFAULT": conn, "SAGA_MLFLOW_UI_URL": mlflow.url},
+    )
     try:
         step(f"starting MLflow on {mlflow.url} ...")
         mlflow.start()
@@ -92,8 +103,11 @@ def _port_or_free(port: int, free_port: Any) -> int:
 def _version_tags(mlflow_url: str, name: str, version: str) -> dict[str, str]:
     import requests
 
-    mv = requests.get(f"{mlflow_url}/api/2.0/mlflow/model-versions/get",
-                      params={"name": name, "version": version}, timeout=30).json()["model_version"]
+    mv = requests.get(
+        f"{mlflow_url}/api/2.0/mlflow/model-versions/get",
+        params={"name": name, "version": version},
+        timeout=30,
+    ).json()["model_version"]
     return {t["key"]: t["value"] for t in mv.get("tags", [])}
 
 
@@ -114,11 +128,15 @@ def run_training(api: Any, model_name: str, mlflow_url: str, airflow_url: str) -
         return False
     reg = api.xcom(dag_id, run_id, "register")
     tags = _version_tags(mlflow_url, reg["name"], reg["version"])
-    step(f"registered {reg['name']} version {reg['version']}: approval={tags.get('saga.approval.status')}, "
-         f"dataset digest={tags.get('saga.lineage.dataset_digest')}, run={tags.get('saga.lineage.run_id')}, "
-         f"accuracy={tags.get('saga.metric.accuracy')}")
-    step(f"waiting for approval in Airflow: {airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/approve_in_airflow"
-         "/required_actions  (the demo answers as admin in 3 s)")
+    step(
+        f"registered {reg['name']} version {reg['version']}: approval={tags.get('saga.approval.status')}, "
+        f"dataset digest={tags.get('saga.lineage.dataset_digest')}, run={tags.get('saga.lineage.run_id')}, "
+        f"accuracy={tags.get('saga.metric.accuracy')}"
+    )
+    step(
+        f"waiting for approval in Airflow: {airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/approve_in_airflow"
+        "/required_actions  (the demo answers as admin in 3 s)"
+    )
     time.sleep(3)  # answering within ~1 s of parking can fail the task in Airflow 3.3.2
     api.respond_hitl(dag_id, run_id, "approve_in_airflow", "Approve", {"comment": "approved by saga demo"})
     run = api.wait_run(dag_id, run_id, timeout=900)
@@ -127,11 +145,19 @@ def run_training(api: Any, model_name: str, mlflow_url: str, airflow_url: str) -
     if run["state"] != "success":
         return False
     tags = _version_tags(mlflow_url, reg["name"], reg["version"])
-    aliases = requests.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/get", params={"name": reg["name"]},
-                           timeout=30).json()["registered_model"].get("aliases", [])
-    step(f"version {reg['version']}: approval={tags.get('saga.approval.status')} by {tags.get('saga.approval.by')} "
-         f"via {tags.get('saga.approval.via')}; aliases: "
-         + (", ".join(f"@{a['alias']}=v{a['version']}" for a in aliases) or "none"))
+    aliases = (
+        requests.get(
+            f"{mlflow_url}/api/2.0/mlflow/registered-models/get", params={"name": reg["name"]}, timeout=30
+        )
+        .json()["registered_model"]
+        .get("aliases", [])
+    )
+    step(
+        f"version {reg['version']}: approval={tags.get('saga.approval.status')} "
+        f"by {tags.get('saga.approval.by')} "
+        f"via {tags.get('saga.approval.via')}; aliases: "
+        + (", ".join(f"@{a['alias']}=v{a['version']}" for a in aliases) or "none")
+    )
     step(f"Airflow run: {airflow_url}/dags/{dag_id}/runs/{run_id}")
     step(f"MLflow version: {mlflow_url}/#/models/{reg['name']}/versions/{reg['version']}")
     step(f"lineage: MLFLOW_TRACKING_URI={mlflow_url} saga lineage {reg['name']} {reg['version']}")

@@ -71,7 +71,7 @@ def read_source(source: str) -> pd.DataFrame:
         raise DataError("data_source is empty; give a CSV/Parquet path or URI, or sklearn:<name>")
     source = str(source).strip()
     if source.startswith(SKLEARN_PREFIX):
-        return _load_sklearn(source[len(SKLEARN_PREFIX):])
+        return _load_sklearn(source[len(SKLEARN_PREFIX) :])
     lower = source.lower().split("?")[0]
     try:
         if lower.endswith((".parquet", ".pq")):
@@ -84,9 +84,7 @@ def read_source(source: str) -> pd.DataFrame:
         raise DataError(f"data_source {source!r} is empty (no columns, no rows)") from exc
     except (ValueError, OSError, ImportError) as exc:
         raise DataError(f"data_source {source!r} could not be read: {exc}") from exc
-    raise DataError(
-        f"data_source {source!r}: unsupported format; use .csv, .parquet, or sklearn:<name>"
-    )
+    raise DataError(f"data_source {source!r}: unsupported format; use .csv, .parquet, or sklearn:<name>")
 
 
 def load_dataset(source: str, target: str) -> LoadedData:
@@ -141,7 +139,9 @@ def split(
     y = data.frame[data.target]
     strat = y if stratify and y.value_counts().min() >= 2 else None
     try:
-        train, test = train_test_split(data.frame, test_size=test_size, random_state=random_state, stratify=strat)
+        train, test = train_test_split(
+            data.frame, test_size=test_size, random_state=random_state, stratify=strat
+        )
     except ValueError as exc:
         raise DataError(f"cannot split {data.source!r} with test_size={test_size}: {exc}") from exc
     return train, test

@@ -37,8 +37,12 @@ def classification_metrics(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[st
     out = {
         "accuracy": m.accuracy_score(y, pred),
         "f1": m.f1_score(y, pred, average=avg, pos_label=pos) if binary else m.f1_score(y, pred, average=avg),
-        "precision": m.precision_score(y, pred, average=avg, zero_division=0, **({"pos_label": pos} if binary else {})),
-        "recall": m.recall_score(y, pred, average=avg, zero_division=0, **({"pos_label": pos} if binary else {})),
+        "precision": m.precision_score(
+            y, pred, average=avg, zero_division=0, **({"pos_label": pos} if binary else {})
+        ),
+        "recall": m.recall_score(
+            y, pred, average=avg, zero_division=0, **({"pos_label": pos} if binary else {})
+        ),
         "example_count": float(len(y)),
     }
     if hasattr(model, "predict_proba"):
@@ -70,7 +74,9 @@ def regression_metrics(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, f
 
 
 def compute_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    return classification_metrics(model, X, y) if task == "classification" else regression_metrics(model, X, y)
+    return (
+        classification_metrics(model, X, y) if task == "classification" else regression_metrics(model, X, y)
+    )
 
 
 def load_frame(settings: MlflowSettings, uri: str) -> pd.DataFrame:
@@ -142,14 +148,16 @@ def evaluate(
         "champion": champion,
         "dataset": {**(dataset or {}), "holdout_uri": holdout_uri, "holdout_rows": len(y)},
     }
-    from mlflow.entities import Metric
-
     import time
+
+    from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     batch = [Metric(f"eval.{k}", v, now, 0) for k, v in cand_metrics.items() if math.isfinite(v)]
     if champion:
-        batch += [Metric(f"champion.{k}", v, now, 0) for k, v in champion["metrics"].items() if math.isfinite(v)]
+        batch += [
+            Metric(f"champion.{k}", v, now, 0) for k, v in champion["metrics"].items() if math.isfinite(v)
+        ]
     client.log_batch(candidate_run_id, metrics=batch)
     report["report_uri"] = log_json_artifact(client, candidate_run_id, report, REPORT_ARTIFACT)
     client.set_tag(candidate_run_id, T.EVAL_REPORT_URI, report["report_uri"])
@@ -166,7 +174,9 @@ def log_json_artifact(client: MlflowClient, run_id: str, payload: dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="saga-json-") as tmp:
         local = Path(tmp) / path.name
         local.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        client.log_artifact(run_id, str(local), artifact_path=str(path.parent) if str(path.parent) != "." else None)
+        client.log_artifact(
+            run_id, str(local), artifact_path=str(path.parent) if str(path.parent) != "." else None
+        )
     return f"runs:/{run_id}/{artifact_file}"
 
 

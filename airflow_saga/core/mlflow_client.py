@@ -164,9 +164,7 @@ def settings_from_env(tracking_uri: str | None = None) -> MlflowSettings:
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise MlflowUnreachableError(
-            "No MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI"
-        )
+        raise MlflowUnreachableError("No MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     return MlflowSettings(
         tracking_uri=uri,
         registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or None,

@@ -98,7 +98,8 @@ def register_version(
 
     if approval_status not in (T.PENDING, T.APPROVED):
         raise RegistryError(
-            f"Initial approval status for {name!r} must be {T.PENDING} or {T.APPROVED}, got {approval_status!r}"
+            f"Initial approval status for {name!r} must be {T.PENDING} or {T.APPROVED}, "
+            f"got {approval_status!r}"
         )
     ensure_registered_model(client, name)
     existing = find_versions_for_run(client, name, run_id)
@@ -106,8 +107,13 @@ def register_version(
         return existing[0], False
 
     now = utcnow_iso()
-    entry = {"status": approval_status, "by": approved_by, "at": now, "via": via,
-             "comment": "registered" if approval_status == T.PENDING else "auto-approved: gate passed"}
+    entry = {
+        "status": approval_status,
+        "by": approved_by,
+        "at": now,
+        "via": via,
+        "comment": "registered" if approval_status == T.PENDING else "auto-approved: gate passed",
+    }
     all_tags = {
         **{k: str(v) for k, v in tags.items() if v is not None},
         T.RUN_ID: run_id,
@@ -122,7 +128,12 @@ def register_version(
     run_link = all_tags.get(T.AIRFLOW_RUN_URL)
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(
-        name, model_uri, run_id=run_id, tags=all_tags, run_link=run_link, description=description,
+        name,
+        model_uri,
+        run_id=run_id,
+        tags=all_tags,
+        run_link=run_link,
+        description=description,
         model_id=model_id,
     )
     # Close the check-then-create race: if two writers both created, the lowest version wins.

@@ -66,6 +66,18 @@ HISTORY_PREFIX: Final = "saga.history."
 BASELINE_URI: Final = "saga.baseline.uri"
 BASELINE_STATS_URI: Final = "saga.baseline.stats_uri"
 
+# --- online monitoring (issue 5): version tags written by shadow comparison and drift monitoring -----
+SHADOW_REPORT_URI: Final = "saga.shadow.report_uri"  # JSON report of the latest shadow comparison
+SHADOW_HTML_URI: Final = "saga.shadow.html_uri"
+SHADOW_DECISION: Final = "saga.shadow.decision"  # promote | keep | remove (what the gate decided)
+SHADOW_AT: Final = "saga.shadow.at"
+DRIFT_RUN_ID: Final = "saga.drift.last_run_id"  # the MLflow monitoring run of the latest drift check
+DRIFT_VERDICT: Final = "saga.drift.last_verdict"  # drift | no_drift
+DRIFT_AT: Final = "saga.drift.last_at"
+MONITOR_MODEL: Final = "saga.monitor.model_name"  # run tags of monitoring runs
+MONITOR_VERSION: Final = "saga.monitor.model_version"
+MONITOR_KIND: Final = "saga.monitor.kind"  # drift | shadow
+
 # --- run kinds -----------------------------------------------------------------------------------
 RUN_KIND: Final = "saga.run.kind"  # train | evaluate | monitor | shadow
 

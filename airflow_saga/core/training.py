@@ -54,7 +54,9 @@ def resolve_estimator(path: str, allowed_prefixes: tuple[str, ...] = DEFAULT_ALL
     modules under ``allowed_prefixes`` may be imported.
     """
     if not isinstance(path, str) or not _PATH_RE.match(path.strip()):
-        raise EstimatorError(f"estimator {path!r} is not an import path like 'sklearn.linear_model.LogisticRegression'")
+        raise EstimatorError(
+            f"estimator {path!r} is not an import path like 'sklearn.linear_model.LogisticRegression'"
+        )
     path = path.strip()
     if allowed_prefixes and not any(path.startswith(p) for p in allowed_prefixes):
         raise EstimatorError(
@@ -94,7 +96,9 @@ def build_estimator(
         try:
             est.set_params(**hyperparameters)
         except (ValueError, TypeError) as exc:
-            raise EstimatorError(f"estimator {path!r} rejected hyperparameters {hyperparameters}: {exc}") from exc
+            raise EstimatorError(
+                f"estimator {path!r} rejected hyperparameters {hyperparameters}: {exc}"
+            ) from exc
     return est
 
 
@@ -154,8 +158,11 @@ def parse_expiry(value: str | int | float | None) -> float | None:
         raise DataError(f"cache_expire_after {value!r} is not an ISO-8601 duration like 'P30D' or 'PT6H'")
     parts = {k: float(v) for k, v in m.groupdict().items() if v}
     seconds = (
-        parts.get("w", 0) * 604800 + parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600
-        + parts.get("m", 0) * 60 + parts.get("s", 0)
+        parts.get("w", 0) * 604800
+        + parts.get("d", 0) * 86400
+        + parts.get("h", 0) * 3600
+        + parts.get("m", 0) * 60
+        + parts.get("s", 0)
     )
     if seconds <= 0:
         raise DataError(f"cache_expire_after {value!r} must be longer than zero")
@@ -163,14 +170,20 @@ def parse_expiry(value: str | int | float | None) -> float | None:
 
 
 def find_cached_run(
-    client: MlflowClient, experiment_id: str, key: str, expire_after_s: float | None, now_ms: int | None = None
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    expire_after_s: float | None,
+    now_ms: int | None = None,
 ) -> Any | None:
     """The most recent FINISHED run with ``key`` inside the expiry window (failed runs never count)."""
     now_ms = now_ms or int(time.time() * 1000)
     flt = f"tags.`{T.CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'"
     if expire_after_s is not None:
         flt += f" and attributes.start_time > {now_ms - int(expire_after_s * 1000)}"
-    runs = client.search_runs([experiment_id], filter_string=flt, order_by=["attributes.start_time DESC"], max_results=5)
+    runs = client.search_runs(
+        [experiment_id], filter_string=flt, order_by=["attributes.start_time DESC"], max_results=5
+    )
     for run in runs:
         if run.data.tags.get(T.MODEL_URI):
             return run
@@ -210,7 +223,6 @@ def _flatten_params(spec: TrainSpec) -> dict[str, str]:
 def _log_dataset(client: MlflowClient, run_id: str, frame: Any, data: Any, context: str) -> None:
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
-
     from mlflow.exceptions import MlflowException
 
     try:
@@ -281,7 +293,9 @@ def train(
         try:
             est.fit(train_df[data.features], train_df[data.target])
         except (ValueError, TypeError) as exc:
-            raise EstimatorError(f"estimator {spec.estimator!r} failed to fit on {data.source!r}: {exc}") from exc
+            raise EstimatorError(
+                f"estimator {spec.estimator!r} failed to fit on {data.source!r}: {exc}"
+            ) from exc
         fit_seconds = time.perf_counter() - t0
     airflow = airflow or {}
     run_tags = {
@@ -309,7 +323,9 @@ def train(
         if cached is not None:
             source_run = cached.data.tags.get(T.CACHE_SOURCE_RUN) or cached.info.run_id
             model_uri = cached.data.tags[T.MODEL_URI]
-            say("Cache HIT for key %s: reusing model %s from run %s (no training)", key, model_uri, source_run)
+            say(
+                "Cache HIT for key %s: reusing model %s from run %s (no training)", key, model_uri, source_run
+            )
             frames = {"holdout": test_df}
             client.set_tag(run_id, T.CACHE_HIT, "true")
             client.set_tag(run_id, T.CACHE_SOURCE_RUN, source_run)
@@ -330,8 +346,14 @@ def train(
             frames = {"holdout": test_df, "reference": ref}
         client.log_metric(run_id, "fit_seconds", fit_seconds)
         uris = _log_frames(client, run_id, frames)
+        if "reference" in frames:  # issue 5: the baseline's summary statistics (saga.baseline.stats_uri)
+            from airflow_saga.core.baselines import log_reference_stats
+
+            uris["reference_stats"] = log_reference_stats(client, run_id, frames["reference"])
         if cached is not None:
-            uris["reference"] = cached.data.tags.get(T.BASELINE_URI) or f"runs:/{source_run}/data/reference.parquet"
+            uris["reference"] = (
+                cached.data.tags.get(T.BASELINE_URI) or f"runs:/{source_run}/data/reference.parquet"
+            )
         client.set_tag(run_id, T.MODEL_URI, model_uri)
         client.set_tag(run_id, T.BASELINE_URI, uris["reference"])
         client.set_terminated(run_id, "FINISHED")
@@ -352,6 +374,8 @@ def train(
         "reference_uri": uris["reference"],
         "cache_key": key,
         "cache_hit": cached is not None,
-        "cache_source_run_id": (cached.data.tags.get(T.CACHE_SOURCE_RUN) or cached.info.run_id) if cached else None,
+        "cache_source_run_id": (cached.data.tags.get(T.CACHE_SOURCE_RUN) or cached.info.run_id)
+        if cached
+        else None,
         "fit_seconds": round(fit_seconds, 4),
     }

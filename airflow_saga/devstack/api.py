@@ -19,8 +19,9 @@ class AirflowApi:
         self._token: str | None = None
 
     def login(self) -> None:
-        r = self.s.post(f"{self.base}/auth/token", json={"username": self.username, "password": self.password},
-                        timeout=30)
+        r = self.s.post(
+            f"{self.base}/auth/token", json={"username": self.username, "password": self.password}, timeout=30
+        )
         r.raise_for_status()
         self._token = r.json()["access_token"]
         self.s.headers["Authorization"] = f"Bearer {self._token}"
@@ -70,11 +71,14 @@ class AirflowApi:
         )
         return body.get("value")
 
-    def links(self, dag_id: str, run_id: str, task_id: str) -> dict:
-        return self._req("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links")
+    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """``{link name: url}`` of a task instance's extra links."""
+        body = self._req(
+            "GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links"
+        )
+        return body.get("extra_links", body) if isinstance(body, dict) else body
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600,
-                 until: set[str] | None = None) -> dict:
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600, until: set[str] | None = None) -> dict:
         deadline = time.monotonic() + timeout
         state = None
         while time.monotonic() < deadline:
@@ -83,9 +87,13 @@ class AirflowApi:
             if state in (until or TERMINAL):
                 return run
             time.sleep(1)
-        raise TimeoutError(f"{dag_id}/{run_id} still {state} after {timeout}s: {self.task_instances(dag_id, run_id)}")
+        raise TimeoutError(
+            f"{dag_id}/{run_id} still {state} after {timeout}s: {self.task_instances(dag_id, run_id)}"
+        )
 
-    def wait_task_state(self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 300) -> dict:
+    def wait_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 300
+    ) -> dict:
         deadline = time.monotonic() + timeout
         ti = None
         while time.monotonic() < deadline:
@@ -94,7 +102,9 @@ class AirflowApi:
                 return ti
             run = self.dag_run(dag_id, run_id)
             if run["state"] in TERMINAL:
-                raise RuntimeError(f"run {run_id} ended {run['state']} before {task_id} reached {states}: {ti}")
+                raise RuntimeError(
+                    f"run {run_id} ended {run['state']} before {task_id} reached {states}: {ti}"
+                )
             time.sleep(1)
         raise TimeoutError(f"{task_id} not in {states} after {timeout}s: {ti}")
 
@@ -108,18 +118,25 @@ class AirflowApi:
         lines = []
         for item in body.get("content", []):
             if isinstance(item, dict):
-                lines.append(" ".join(str(v) for k, v in item.items() if k in ("event", "error_detail") and v))
+                lines.append(
+                    " ".join(str(v) for k, v in item.items() if k in ("event", "error_detail") and v)
+                )
             else:
                 lines.append(str(item))
         return "\n".join(lines)
 
     # --- human in the loop ------------------------------------------------------------------------
     def pending_hitl(self, dag_id: str, run_id: str) -> list[dict]:
-        body = self._req("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/hitlDetails",
-                         params={"response_received": "false", "state": "awaiting_input"})
+        body = self._req(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/hitlDetails",
+            params={"response_received": "false", "state": "awaiting_input"},
+        )
         return body["hitl_details"]
 
-    def respond_hitl(self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None) -> dict:
+    def respond_hitl(
+        self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None
+    ) -> dict:
         return self._req(
             "PATCH",
             f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/-1/hitlDetails",

@@ -9,8 +9,13 @@ from airflow_saga.devstack.procs import VENV_BIN, free_port, spawn, stop, wait_h
 
 
 class MlflowServer:
-    def __init__(self, root: Path, backend_uri: str | None = None, port: int | None = None,
-                 allowed_hosts: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        backend_uri: str | None = None,
+        port: int | None = None,
+        allowed_hosts: str | None = None,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -22,10 +27,18 @@ class MlflowServer:
 
     def command(self) -> list[str]:
         cmd = [
-            str(VENV_BIN / "mlflow"), "server",
-            "--backend-store-uri", self.backend_uri,
-            "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         if self.allowed_hosts:
             cmd += ["--allowed-hosts", self.allowed_hosts]
@@ -44,8 +57,9 @@ class MlflowServer:
         self.proc = spawn(self.command(), self.log, env)
         wait_http(f"{self.url}/health", timeout, self.proc, self.log)
         # /health answers before the API is usable; wait for a real API call too.
-        wait_http(f"{self.url}/api/2.0/mlflow/experiments/search?max_results=1", 60, self.proc, self.log,
-                  ok=(200,))
+        wait_http(
+            f"{self.url}/api/2.0/mlflow/experiments/search?max_results=1", 60, self.proc, self.log, ok=(200,)
+        )
         return self
 
     def stop(self) -> None:

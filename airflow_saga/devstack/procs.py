@@ -26,8 +26,13 @@ def tail(path: Path | None, n: int = 4000) -> str:
     return path.read_text(errors="replace")[-n:]
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None,
-              ok: tuple[int, ...] = ()) -> None:
+def wait_http(
+    url: str,
+    timeout: float,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+    ok: tuple[int, ...] = (),
+) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
@@ -50,7 +55,12 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = Non
     """Start ``cmd`` in its own session (so ``stop`` can signal its whole group), output to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
+        cmd,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
         stdin=subprocess.DEVNULL,
     )
 

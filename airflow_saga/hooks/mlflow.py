@@ -28,7 +28,9 @@ def settings_from_connection(conn: Any) -> MlflowSettings:
     if not tracking_uri:
         host = (conn.host or "").strip()
         if not host:
-            raise ValueError(f"Connection {conn.conn_id!r}: set host (e.g. http://127.0.0.1:5000) or extra.tracking_uri")
+            raise ValueError(
+                f"Connection {conn.conn_id!r}: set host (e.g. http://127.0.0.1:5000) or extra.tracking_uri"
+            )
         if "://" not in host:
             host = f"{conn.schema or 'http'}://{host}"
         if conn.port and host.count(":") < 2:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def as_dict(value: Any, field: str) -> dict[str, Any]:
@@ -29,7 +31,17 @@ def as_dict(value: Any, field: str) -> dict[str, Any]:
 def as_bool(value: Any, field: str) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "1",
+        "yes",
+        "on",
+        "false",
+        "0",
+        "no",
+        "off",
+        "",
+    ):
         return value.strip().lower() in ("true", "1", "yes", "on")
     if isinstance(value, int):
         return bool(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
@@ -10,6 +9,7 @@ from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from airflow.sdk import Context
 
 
@@ -40,7 +40,9 @@ class EvaluateModelOperator(SagaBaseOperator):
             if not training.get(key):
                 from airflow.sdk.exceptions import AirflowFailException
 
-                raise AirflowFailException(f"training result lacks {key!r}; pass the train task's return value")
+                raise AirflowFailException(
+                    f"training result lacks {key!r}; pass the train task's return value"
+                )
         with saga_errors():
             report = evaluate(
                 self.hook.settings,
@@ -54,6 +56,11 @@ class EvaluateModelOperator(SagaBaseOperator):
                 dataset=training.get("dataset"),
                 log=self.log,
             )
-        set_mlflow_links(self, context, run_url=mlflow_run_url(
-            self.hook.settings.browser_url, str(training.get("experiment_id")), training["run_id"]))
+        set_mlflow_links(
+            self,
+            context,
+            run_url=mlflow_run_url(
+                self.hook.settings.browser_url, str(training.get("experiment_id")), training["run_id"]
+            ),
+        )
         return report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_saga.operators._util import as_dict, saga_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from airflow.sdk import Context
 
     from airflow_saga.hooks.mlflow import MlflowHook

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.links import (
@@ -16,6 +15,7 @@ from airflow_saga.operators._util import as_bool, as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from airflow.sdk import Context
 
 
@@ -97,12 +97,19 @@ class RegisterModelOperator(SagaBaseOperator):
         self.log.info(
             "%s %s version %s (%s) from run %s",
             "Registered" if created else "Found existing (idempotent retry):",
-            self.model_name, mv.version, status, training["run_id"],
+            self.model_name,
+            mv.version,
+            status,
+            training["run_id"],
         )
         ui = self.hook.settings.browser_url
         url = mlflow_model_version_url(ui, str(self.model_name), str(mv.version))
-        set_mlflow_links(self, context, model_version_url=url,
-                         run_url=mlflow_run_url(ui, str(training.get("experiment_id")), training["run_id"]))
+        set_mlflow_links(
+            self,
+            context,
+            model_version_url=url,
+            run_url=mlflow_run_url(ui, str(training.get("experiment_id")), training["run_id"]),
+        )
         return {
             "name": str(self.model_name),
             "version": str(mv.version),

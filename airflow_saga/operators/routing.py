@@ -6,13 +6,13 @@ operator stack (~17 ms) at every DAG parse.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from airflow.sdk import Context
 
 APPROVAL_MODES = ("airflow", "mlflow", "auto")

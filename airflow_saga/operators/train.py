@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
@@ -10,6 +9,7 @@ from airflow_saga.operators._util import as_bool, as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from airflow.sdk import Context
 
 
@@ -33,8 +33,16 @@ class TrainModelOperator(SagaBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "model_name", "estimator", "hyperparameters", "data_source", "target", "test_size",
-        "random_state", "experiment_name", "cache", "cache_expire_after",
+        "model_name",
+        "estimator",
+        "hyperparameters",
+        "data_source",
+        "target",
+        "test_size",
+        "random_state",
+        "experiment_name",
+        "cache",
+        "cache_expire_after",
     )
     template_fields_renderers = {"hyperparameters": "json"}
     operator_extra_links = (MlflowRunLink(),)
@@ -92,10 +100,17 @@ class TrainModelOperator(SagaBaseOperator):
         ti.xcom_push(key="model_uri", value=result["model_uri"])
         self.log.info(
             "Trained %s on %s (digest %s, %d rows): run %s, model %s%s",
-            spec.estimator, spec.data_source, result["dataset"]["digest"], result["dataset"]["rows"],
-            result["run_id"], result["model_uri"],
-            " [cache hit from run %s]" % result["cache_source_run_id"] if result["cache_hit"] else "",
+            spec.estimator,
+            spec.data_source,
+            result["dataset"]["digest"],
+            result["dataset"]["rows"],
+            result["run_id"],
+            result["model_uri"],
+            f" [cache hit from run {result['cache_source_run_id']}]" if result["cache_hit"] else "",
         )
-        set_mlflow_links(self, context, run_url=mlflow_run_url(
-            self.hook.settings.browser_url, result["experiment_id"], result["run_id"]))
+        set_mlflow_links(
+            self,
+            context,
+            run_url=mlflow_run_url(self.hook.settings.browser_url, result["experiment_id"], result["run_id"]),
+        )
         return result

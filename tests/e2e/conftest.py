@@ -1,16 +1,19 @@
-"""End-to-end fixtures: a real MLflow server and Airflow's embedded topology as processes, per module."""
+"""End-to-end fixtures: a real MLflow server and Airflow's embedded topology as processes.
+
+One stack serves the whole session (starting it costs ~30-60 s on 2 cores); tests stay independent by using
+their own model names.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from tests.conftest import DAGS_DIR
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def e2e_stack(tmp_path_factory):
     from airflow_saga.devstack.airflow import AirflowStack
     from airflow_saga.devstack.api import AirflowApi
@@ -35,4 +38,3 @@ def e2e_stack(tmp_path_factory):
     yield {"mlflow": mlflow, "airflow": stack, "api": api, "root": root}
     stack.stop()
     mlflow.stop()
-    os.environ.pop("SAGA_E2E", None)

@@ -84,9 +84,11 @@ def test_hitl_approval_promotion_rollback_and_rejection(e2e_stack):
     assert aliases.get(T.CHAMPION) == "1" and aliases.get(T.CHALLENGER) != "3"
 
     # 5. the history and lineage tell the whole story, as recorded
-    hist = json.loads(_saga("history", name, "--json", url=url).stdout)
+    hist = json.loads(_saga("history", name, "--json", url=url).stdout)["history"]
     assert [(h["action"], h["alias"], h["from"], h["to"]) for h in hist][:2] == [
-        ("promote", "champion", None, "1"), ("promote", "challenger", None, "2")]
+        ("promote", "champion", None, "1"),
+        ("promote", "challenger", None, "2"),
+    ]
     assert any(h["action"] == "rollback" and h["from"] == "2" and h["to"] == "1" for h in hist)
     out = _saga("lineage", name, "@champion", "--json", url=url)
     assert out.returncode == 0, out.stderr

@@ -14,8 +14,11 @@ DAG = "saga_training_pipeline"
 
 
 def _mv(mlflow_url: str, name: str, version: str) -> dict:
-    r = requests.get(f"{mlflow_url}/api/2.0/mlflow/model-versions/get", params={"name": name, "version": version},
-                     timeout=30)
+    r = requests.get(
+        f"{mlflow_url}/api/2.0/mlflow/model-versions/get",
+        params={"name": name, "version": version},
+        timeout=30,
+    )
     r.raise_for_status()
     mv = r.json()["model_version"]
     mv["tags"] = {t["key"]: t["value"] for t in mv.get("tags", [])}
@@ -23,8 +26,9 @@ def _mv(mlflow_url: str, name: str, version: str) -> dict:
 
 
 def _versions(mlflow_url: str, name: str) -> list[dict]:
-    r = requests.get(f"{mlflow_url}/api/2.0/mlflow/model-versions/search", params={"filter": f"name='{name}'"},
-                     timeout=30)
+    r = requests.get(
+        f"{mlflow_url}/api/2.0/mlflow/model-versions/search", params={"filter": f"name='{name}'"}, timeout=30
+    )
     r.raise_for_status()
     return r.json().get("model_versions", [])
 
@@ -36,8 +40,9 @@ def test_rest_trigger_registers_pending_version_then_impossible_gate_fails(e2e_s
     name = "e2e-rest-model"
 
     run_id = api.trigger(DAG, {"model_name": name})
-    run = api.wait_run(DAG, run_id, timeout=600)
-    assert run["state"] == "success", (api.task_instances(DAG, run_id), e2e_stack["airflow"].logs())
+    # The run registers the version, then parks in the human-in-the-loop approval step.
+    api.wait_task_state(DAG, run_id, "approve_in_airflow", {"awaiting_input"}, timeout=600)
+    run = api.dag_run(DAG, run_id)
     assert run["logical_date"] is None  # triggered like the UI does: no {{ ds }} available
 
     reg = api.xcom(DAG, run_id, "register")
@@ -48,6 +53,12 @@ def test_rest_trigger_registers_pending_version_then_impossible_gate_fails(e2e_s
     assert tags[T.AIRFLOW_RUN_URL].startswith(e2e_stack["airflow"].url)
     assert tags[T.DATASET_DIGEST] and tags[T.DATASET_SOURCE] == "sklearn:breast_cancer"
     assert mv["run_link"] == tags[T.AIRFLOW_RUN_URL]
+    # Not approving it leaves it pending; answer so the run ends (approval itself is tested elsewhere).
+    import time
+
+    time.sleep(3)
+    api.respond_hitl(DAG, run_id, "approve_in_airflow", "Approve", {"comment": "e2e"})
+    assert api.wait_run(DAG, run_id, timeout=600)["state"] == "success"
 
     run2 = api.trigger(DAG, {"model_name": name, "conditions": "accuracy >= 1.01"})
     final = api.wait_run(DAG, run2, timeout=600)

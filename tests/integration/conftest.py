@@ -38,7 +38,9 @@ def training_dag(airflow_db, mlflow_conn):
 
 # dag.test() has no scheduler to time out a human-in-the-loop task, so tests that are not about approval
 # run in approval_mode=auto, or mark the approval path as done with this pattern.
-SKIP_APPROVAL = r"^(approve_in_airflow|record_airflow_approval|wait_for_mlflow_approval|auto_approved|promote)$"
+SKIP_APPROVAL = (
+    r"^(approve_in_airflow|record_airflow_approval|wait_for_mlflow_approval|auto_approved|promote)$"
+)
 
 
 def run_dag(dag, conf: dict, **kwargs):
@@ -49,8 +51,8 @@ def run_dag(dag, conf: dict, **kwargs):
 
 
 def task_states(dag_run) -> dict[str, str]:
-    from airflow.utils.session import create_session
     from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as s:
@@ -70,7 +72,9 @@ def xcom(dag_run, task_id: str, key: str = "return_value"):
     with create_session() as s:
         row = s.execute(
             select(XCom.value).where(
-                XCom.dag_id == dag_run.dag_id, XCom.run_id == dag_run.run_id, XCom.task_id == task_id,
+                XCom.dag_id == dag_run.dag_id,
+                XCom.run_id == dag_run.run_id,
+                XCom.task_id == task_id,
                 XCom.key == key,
             )
         ).first()

@@ -19,8 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 def _spec(model_name, **kw):
-    base = {"model_name": model_name, "estimator": "sklearn.linear_model.LogisticRegression",
-            "data_source": "sklearn:breast_cancer", "target": "target", "hyperparameters": {"max_iter": 5000}}
+    base = {
+        "model_name": model_name,
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "data_source": "sklearn:breast_cancer",
+        "target": "target",
+        "hyperparameters": {"max_iter": 5000},
+    }
     return TrainSpec(**{**base, **kw})
 
 
@@ -52,9 +57,14 @@ def test_nan_features_refused_before_any_run(mlflow_client, model_name, tmp_path
     # an estimator pipeline with an imputer takes the same data
     out = train(
         mlflow_client,
-        TrainSpec(**{**_spec(model_name, data_source=str(path)).__dict__,
-                     "estimator": "tests.support.factories:scaled_logreg", "hyperparameters": {},
-                     "allowed_prefixes": ("tests.support.",)}),
+        TrainSpec(
+            **{
+                **_spec(model_name, data_source=str(path)).__dict__,
+                "estimator": "tests.support.factories:scaled_logreg",
+                "hyperparameters": {},
+                "allowed_prefixes": ("tests.support.",),
+            }
+        ),
     )
     assert out["model_uri"].startswith("models:/")
 
@@ -84,8 +94,9 @@ def test_register_is_idempotent_under_retries_and_races(mlflow_client, model_nam
     results = []
 
     def go():
-        mv, created = register_version(mlflow_client, model_name, model_uri=out["model_uri"],
-                                       run_id=out["run_id"], tags={})
+        mv, created = register_version(
+            mlflow_client, model_name, model_uri=out["model_uri"], run_id=out["run_id"], tags={}
+        )
         results.append((str(mv.version), created))
 
     threads = [threading.Thread(target=go) for _ in range(6)]

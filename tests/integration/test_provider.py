@@ -31,15 +31,27 @@ for path in sorted(glob.glob({str(DAGS_DIR)!r} + "/*.py")):
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))
 """
     env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
-                         timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        check=True,
+    )
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == [], f"heavy modules imported at parse time: {loaded}"
 
 
 def test_airflow_providers_list_shows_the_package():
-    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "airflow"), "providers", "list"],
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "airflow"), "providers", "list"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     assert "airflow-saga" in out.stdout
 
 
@@ -48,8 +60,11 @@ def test_provider_info_declares_mlflow_connection_type():
 
     info = get_provider_info()
     assert info["package-name"] == "airflow-saga"
-    assert {"connection-type": "mlflow", "hook-class-name": "airflow_saga.hooks.mlflow.MlflowHook",
-            "hook-name": "MLflow"} in info["connection-types"]
+    assert {
+        "connection-type": "mlflow",
+        "hook-class-name": "airflow_saga.hooks.mlflow.MlflowHook",
+        "hook-name": "MLflow",
+    } in info["connection-types"]
 
 
 def test_dagbag_has_no_import_errors(airflow_db):
@@ -65,8 +80,16 @@ def test_hook_reads_connection_without_touching_environment(monkeypatch):
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_MY_MLFLOW",
-        json.dumps({"conn_type": "mlflow", "host": "mlflow.internal", "port": 5000, "login": "u",
-                    "password": "p", "extra": {"registry_uri": "http://reg:5001", "max_retries": 1}}),
+        json.dumps(
+            {
+                "conn_type": "mlflow",
+                "host": "mlflow.internal",
+                "port": 5000,
+                "login": "u",
+                "password": "p",
+                "extra": {"registry_uri": "http://reg:5001", "max_retries": 1},
+            }
+        ),
     )
     before = dict(os.environ)
     settings = MlflowHook("my_mlflow").settings

@@ -15,8 +15,11 @@ def _versions(client, name):
 
 
 def test_pipeline_registers_pending_version_with_full_lineage(training_dag, mlflow_client, model_name):
-    dr = run_dag(training_dag, {"model_name": model_name, "approval_mode": "airflow"},
-                 mark_success_pattern=SKIP_APPROVAL)
+    dr = run_dag(
+        training_dag,
+        {"model_name": model_name, "approval_mode": "airflow"},
+        mark_success_pattern=SKIP_APPROVAL,
+    )
     assert dr.state == "success", task_states(dr)
     reg = xcom(dr, "register")
     assert reg["created"] is True and reg["version"] == "1"
@@ -64,7 +67,9 @@ def test_second_run_compares_against_champion_and_impossible_threshold_blocks(
 
     from tests.conftest import DAGS_DIR
 
-    training_dag = DagBag(dag_folder=str(DAGS_DIR / "saga_training_pipeline.py")).get_dag("saga_training_pipeline")
+    training_dag = DagBag(dag_folder=str(DAGS_DIR / "saga_training_pipeline.py")).get_dag(
+        "saga_training_pipeline"
+    )
     assert mlflow_client.get_model_version(model_name, "1").tags[T.APPROVAL_STATUS] == T.APPROVED
     assert mlflow_client.get_registered_model(model_name).aliases == {T.CHAMPION: "1"}
 
@@ -89,8 +94,12 @@ def test_second_run_compares_against_champion_and_impossible_threshold_blocks(
 
 
 def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_name):
-    conf = {"model_name": model_name, "cache": True, "estimator": "sklearn.ensemble.RandomForestClassifier",
-            "hyperparameters": {"n_estimators": 20, "random_state": 0}}
+    conf = {
+        "model_name": model_name,
+        "cache": True,
+        "estimator": "sklearn.ensemble.RandomForestClassifier",
+        "hyperparameters": {"n_estimators": 20, "random_state": 0},
+    }
     # dag.test() drops earlier runs of the same DAG, so read each run's results before the next one.
     dr1 = run_dag(training_dag, conf)
     assert dr1.state == "success", task_states(dr1)
@@ -113,9 +122,17 @@ def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_n
         ({"conditions": "accuracy >= >= 0.9"}, "quality_gate"),
         ({"conditions": "balanced_accuracy >= 0.9"}, "quality_gate"),
     ],
-    ids=["missing-target", "unknown-estimator", "unknown-hyperparameter", "malformed-condition", "missing-metric"],
+    ids=[
+        "missing-target",
+        "unknown-estimator",
+        "unknown-hyperparameter",
+        "malformed-condition",
+        "missing-metric",
+    ],
 )
-def test_bad_input_fails_clearly_and_registers_nothing(training_dag, mlflow_client, model_name, conf, failed_task):
+def test_bad_input_fails_clearly_and_registers_nothing(
+    training_dag, mlflow_client, model_name, conf, failed_task
+):
     dr = run_dag(training_dag, {"model_name": model_name, **conf})
     assert dr.state == "failed"
     states = task_states(dr)

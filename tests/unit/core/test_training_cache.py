@@ -10,8 +10,11 @@ from airflow_saga.core.errors import DataError, EstimatorError
 from airflow_saga.core.training import TrainSpec, build_estimator, cache_key, parse_expiry, resolve_estimator
 
 SPEC = TrainSpec(
-    model_name="m", estimator="sklearn.linear_model.LogisticRegression", data_source="/data/a.csv",
-    target="y", hyperparameters={"C": 1.0},
+    model_name="m",
+    estimator="sklearn.linear_model.LogisticRegression",
+    data_source="/data/a.csv",
+    target="y",
+    hyperparameters={"C": 1.0},
 )
 
 
@@ -71,8 +74,16 @@ def test_key_covers_package_version(monkeypatch):
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("P30D", 30 * 86400), ("PT6H", 6 * 3600), ("P1DT1H30M", 86400 + 5400), ("PT0.5S", 0.5), ("P2W", 14 * 86400),
-     (3600, 3600.0), ("120", 120.0), (None, None)],
+    [
+        ("P30D", 30 * 86400),
+        ("PT6H", 6 * 3600),
+        ("P1DT1H30M", 86400 + 5400),
+        ("PT0.5S", 0.5),
+        ("P2W", 14 * 86400),
+        (3600, 3600.0),
+        ("120", 120.0),
+        (None, None),
+    ],
 )
 def test_parse_expiry(text, seconds):
     assert parse_expiry(text) == seconds
@@ -85,7 +96,7 @@ def test_parse_expiry_rejects(bad):
 
 
 def test_unknown_estimator_path_is_named():
-    with pytest.raises(EstimatorError, match="sklearn.linear_model.NoSuchModel"):
+    with pytest.raises(EstimatorError, match=r"sklearn\.linear_model\.NoSuchModel"):
         resolve_estimator("sklearn.linear_model.NoSuchModel")
 
 
