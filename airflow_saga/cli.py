@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("demo", "up", "serve", "lineage", "history", "approve", "promote", "rollback")
+COMMANDS = ("demo", "serve", "lineage", "history", "approve", "promote", "rollback")
 
 
 def build_parser() -> argparse.ArgumentParser:
