@@ -6,6 +6,8 @@ Scenarios, each one server process with one worker, all on 127.0.0.1:
   (c) saga serve NAME --shadow challenger   100 % shadow (a second LogisticRegression) + JSONL capture
   (d) saga serve NAME --shadow sleeper      shadow sleeps 5 s per call (timeout 2 s) + capture
   (e) saga serve NAME --shadow raiser       shadow raises on every call + capture
+  (t) like (c) with --shadow-mode thread    the shadow scored in a thread of the gateway process instead of
+                                            the default worker process (for comparison; not in the default set)
 
 Two load shapes, both from a separate process (an asyncio HTTP/1.1 client with keep-alive connections,
 one-row breast_cancer requests in ``dataframe_split`` format, bounded request counts):
@@ -18,19 +20,23 @@ open loop    requests are sent on a fixed schedule (``--rates``, fractions of (b
              each request's *scheduled* send time, so a stall also counts against the requests it delayed
              (no coordinated omission). This is the latency a client sees at a given offered load.
 
+Each run also reports the server's CPU time per request (gateway process + shadow process), read with
+psutil before and after the run: on a shared machine it is a steadier signal than latency percentiles.
+
 The gateway scenarios run side by side (one process each, idle while another is measured) and are measured
 in interleaved rounds, so a change in background load on the machine hits every scenario alike; the table
 reports the median over ``--repeats`` rounds. (a) is measured alone first, closed loop only: at the
 gateway's offered loads it would just queue without bound. Capture completeness is checked after SIGTERM
 by counting records against every request sent (warm-up included).
 
-Run from the repository root:  python benchmarks/bench_gateway.py [--requests 3000] [--repeats 3]
+Run from the repository root:  python benchmarks/bench_gateway.py [--only abcdet] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -172,8 +178,48 @@ def _start(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
     )
 
 
+def _cpu(proc: subprocess.Popen) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by the server process and by its child processes."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover
+        return 0.0, 0.0
+    try:
+        p = psutil.Process(proc.pid)
+        t = p.cpu_times()
+        own = t.user + t.system
+        kids = 0.0
+        for c in p.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                ct = c.cpu_times()
+                kids += ct.user + ct.system
+        return own, kids
+    except psutil.Error:
+        return 0.0, 0.0
+
+
+def measured(
+    proc: subprocess.Popen, url: str, total: int, conns: int, body: Path, rate: float | None
+) -> dict:
+    """One load run plus the server's CPU per request (ms), which background load barely disturbs."""
+    own0, kids0 = _cpu(proc)
+    res = run_load(url, total, conns, body, rate)
+    own1, kids1 = _cpu(proc)
+    res["cpu_ms"] = 1000 * (own1 - own0) / max(1, total)
+    res["child_cpu_ms"] = 1000 * (kids1 - kids0) / max(1, total)
+    return res
+
+
 def _median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
+
+
+def _cpu_cell(runs: list[dict]) -> str:
+    """Gateway process CPU per request, plus the shadow process's when there is one."""
+    if "cpu_ms" not in runs[0]:
+        return "-"
+    own, kids = _median(runs, "cpu_ms"), _median(runs, "child_cpu_ms")
+    return f"{own:.3f} + {kids:.3f}" if kids >= 0.0005 else f"{own:.3f}"
 
 
 def main() -> None:
@@ -182,10 +228,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--connections", type=int, default=8, help="closed-loop connections")
     ap.add_argument("--open-connections", type=int, default=32, help="open-loop connection pool")
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per open-loop run")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per open-loop run")
     ap.add_argument("--rates", default="0.5,0.8", help="open-loop rates as fractions of (b)'s max req/s")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the table shows medians")
-    ap.add_argument("--only", default="abcde")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the table shows medians")
+    ap.add_argument("--max-rps", type=float, help="reference req/s for --rates (default: (b)'s median)")
+    ap.add_argument("--only", default="abcde", help="scenarios to run, e.g. abcdet")
     ap.add_argument("--gateway-args", default="", help="extra saga serve flags for every gateway")
     args = ap.parse_args()
 
@@ -212,6 +259,7 @@ def main() -> None:
         "c": "gateway 100% shadow + capture",
         "d": "gateway shadow sleeps 5 s + capture",
         "e": "gateway shadow raises + capture",
+        "t": "(c) with the shadow in a thread",
     }
     try:
         client = build_client(MlflowSettings(tracking_uri=mlflow.url))
@@ -245,6 +293,7 @@ def main() -> None:
             "c": ["--shadow", "challenger"],
             "d": ["--shadow", "sleeper", "--shadow-timeout", "2"],
             "e": ["--shadow", "raiser"],
+            "t": ["--shadow", "challenger", "--shadow-mode", "thread"],
         }
         keys = [k for k in scenario_args if k in args.only]
         procs: dict[str, subprocess.Popen] = {}
@@ -263,19 +312,19 @@ def main() -> None:
                 sent[key] = args.warmup
             for rnd in range(args.repeats):
                 for key in keys:
-                    res = run_load(urls[key], args.requests, args.connections, body_file)
+                    res = measured(procs[key], urls[key], args.requests, args.connections, body_file, None)
                     closed.setdefault(key, []).append(res)
                     sent[key] += args.requests
                     print(json.dumps({"round": rnd, key: res}), flush=True)
             ref = "b" if "b" in closed else keys[0]
-            max_rps = _median(closed[ref], "rps")
+            max_rps = args.max_rps or _median(closed[ref], "rps")
             rates = [float(f) for f in args.rates.split(",") if f]
             for rnd in range(args.repeats):
                 for frac in rates:
                     rate = frac * max_rps
                     total = int(rate * args.duration)
                     for key in keys:
-                        res = run_load(urls[key], total, args.open_connections, body_file, rate)
+                        res = measured(procs[key], urls[key], total, args.open_connections, body_file, rate)
                         opened.setdefault((key, frac), []).append(res)
                         sent[key] += total
                         print(json.dumps({"round": rnd, "rate": round(rate), key: res}), flush=True)
@@ -300,20 +349,25 @@ def main() -> None:
     ref_p99 = _median(closed["b"], "p99_ms") if "b" in closed else None
     print("Closed loop (saturated: max throughput)")
     print()
-    print("| scenario | req/s | p50 ms | p99 ms | p99 vs (b) | errors | vs (a) req/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | req/s | p50 ms | p99 ms | p99 vs (b) | errors | vs (a) req/s | CPU ms/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for key, runs in closed.items():
         rps, p50, p99 = _median(runs, "rps"), _median(runs, "p50_ms"), _median(runs, "p99_ms")
         ratio = f"{rps / base['rps']:.1f}x" if base else "-"
         vs_b = f"{100 * (p99 / ref_p99 - 1):+.0f}%" if ref_p99 and key not in ("a", "b") else "-"
         errs = sum(r["errors"] for r in runs)
-        print(f"| ({key}) {labels[key]} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {vs_b} | {errs} | {ratio} |")
+        print(
+            f"| ({key}) {labels[key]} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {vs_b} | {errs} | {ratio} | "
+            f"{_cpu_cell(runs)} |"
+        )
     if opened:
         print()
         print("Open loop (fixed offered load; latency from scheduled send time)")
         print()
-        print("| scenario | offered req/s | achieved req/s | p50 ms | p99 ms | p99 vs (b) | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| scenario | offered req/s | achieved req/s | p50 ms | p99 ms | p99 vs (b) | errors | CPU ms/req |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         fracs = sorted({f for _, f in opened})
         for frac in fracs:
             ref = _median(opened[("b", frac)], "p99_ms") if ("b", frac) in opened else None
@@ -324,7 +378,8 @@ def main() -> None:
                 vs_b = f"{100 * (p99 / ref - 1):+.0f}%" if ref and key != "b" else "-"
                 print(
                     f"| ({key}) {labels[key]} @ {frac:.0%} | {offered:.0f} | {_median(runs, 'rps'):.0f} | "
-                    f"{_median(runs, 'p50_ms'):.2f} | {p99:.2f} | {vs_b} | {sum(r['errors'] for r in runs)} |"
+                    f"{_median(runs, 'p50_ms'):.2f} | {p99:.2f} | {vs_b} | {sum(r['errors'] for r in runs)} | "
+                    f"{_cpu_cell(runs)} |"
                 )
     if captured:
         print()

@@ -32,6 +32,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--shadow-timeout", type=float, help="seconds before a shadow call is recorded as timed out"
     )
+    p.add_argument(
+        "--shadow-mode",
+        choices=["process", "thread"],
+        help="score the shadow in a supervised worker process (default) or a thread of the gateway",
+    )
     p.add_argument("--capture-dir", help="directory for captured requests and feedback")
     p.add_argument(
         "--capture-format", choices=["jsonl", "parquet"], help="capture file format (default jsonl)"
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         shadow_sample=args.shadow_sample,
         shadow_queue=args.shadow_queue,
         shadow_timeout=args.shadow_timeout,
+        shadow_mode=args.shadow_mode,
         capture_dir=args.capture_dir,
         capture_format=args.capture_format,
         capture_sample=args.capture_sample,

@@ -3,8 +3,11 @@
 No framework sits on the scoring path: a framework's routing, request objects and middleware stack cost
 more than the model itself for a one-row request. ``/invocations`` on a numeric signature runs entirely on
 the event loop (parse -> validate -> estimator predict -> encode), with no thread hop; other models predict
-in a worker thread so a slow pyfunc cannot stall the loop. Shadow copies and capture entries are handed to
-background threads with a non-blocking append.
+in a worker thread so a slow pyfunc cannot stall the loop. Shadow copies and capture entries are handed off
+with a non-blocking append: to the shadow worker process (``shadow_proc``, the default), which scores them
+and writes their capture records, or to a shadow thread (``shadow``); capture-only entries go to the capture
+flusher thread. The startup heap is frozen (``models.freeze_heap``) so that entries waiting for a flush do
+not trigger full garbage collections of MLflow's and sklearn's objects, which stall every request.
 
 Routes: POST /invocations, POST /feedback, POST /webhooks/mlflow, GET /ping, /health, /version, /metrics.
 """
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from airflow_saga.serving.config import GatewayConfig
     from airflow_saga.serving.models import LoadedModel, ModelManager, Slot
     from airflow_saga.serving.shadow import ShadowMirror
+    from airflow_saga.serving.shadow_proc import ShadowProcess
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,9 @@ class Gateway:
         self.fast_path = fast_path
         self.manager: ModelManager | None = None
         self.writer: CaptureWriter | None = None
-        self.mirror: ShadowMirror | None = None
+        self.mirror: ShadowMirror | ShadowProcess | None = None
+        self._remote_rows = 0  # capture rows/requests written by the shadow process
+        self._remote_requests = 0
         self.metrics = GatewayMetrics(self.state)
         self.started_at = time.time()
         self._table: tuple[tuple[str, float], ...] = ()
@@ -88,7 +94,7 @@ class Gateway:
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load models (blocking), then start the capture flusher, shadow worker and alias poller."""
-        from airflow_saga.serving.models import Loader, ModelManager
+        from airflow_saga.serving.models import Loader, ModelManager, freeze_heap
         from airflow_saga.serving.shadow import ShadowMirror
 
         cfg = self.cfg
@@ -97,6 +103,33 @@ class Gateway:
         loader = Loader(self.settings, cfg.model, fast_path=self.fast_path)
         self.manager = ModelManager(loader, list(cfg.variants), cfg.shadow, cfg.poll_interval)
         self.manager.on_swap.append(self._on_swap)
+        mode = cfg.shadow_mode
+        if mode == "process":
+            import multiprocessing
+
+            if multiprocessing.current_process().daemon:  # a daemonic process may not start children
+                log.warning("shadow_mode=process is not possible in a daemonic process; using a thread")
+                mode = "thread"
+        if cfg.shadow and mode == "process":
+            # Started first: the shadow process boots while this process loads the production variants,
+            # and the manager loads the shadow alias through it.
+            from airflow_saga.serving.shadow_proc import ShadowProcess
+
+            capture = (str(self.writer.root), cfg.capture_format, cfg.flush_interval) if self.writer else None
+            proc = ShadowProcess(
+                self.manager.slots[cfg.shadow],
+                self._shadow_done,
+                self._shadow_counts,
+                self.settings,
+                cfg.model,
+                capture,
+                cfg.shadow_queue,
+                cfg.shadow_batch,
+                cfg.shadow_timeout,
+                fast_path=self.fast_path,
+            )
+            self.manager.loaders[cfg.shadow] = proc.load
+            self.mirror = proc.start()
         self.manager.start()
         self._rebuild_table()
         for slot in self.manager.slots.values():
@@ -104,7 +137,7 @@ class Gateway:
                 self.metrics.load_failures.labels(slot.alias).inc()
         if self.writer is not None:
             self.writer.start()
-        if cfg.shadow:
+        if cfg.shadow and mode == "thread":
             self.mirror = ShadowMirror(
                 self.manager.slots[cfg.shadow],
                 self._shadow_done,
@@ -112,6 +145,11 @@ class Gateway:
                 cfg.shadow_batch,
                 cfg.shadow_timeout,
             ).start()
+        freeze_heap()
+
+    def _on_swap(self, slot: Slot) -> None:
+        self.metrics.swaps.labels(slot.alias).inc()
+        self._rebuild_table()
 
     def stop(self) -> None:
         """Graceful shutdown: stop polling, finish shadow copies (bounded), flush every capture record."""
@@ -122,12 +160,10 @@ class Gateway:
         if self.writer is not None:
             self.writer.close()
             log.warning(
-                "capture flushed: %d rows in %d requests", self.writer.stats.rows, self.writer.stats.requests
+                "capture flushed: %d rows in %d requests",
+                self.writer.stats.rows + self._remote_rows,
+                self.writer.stats.requests + self._remote_requests,
             )
-
-    def _on_swap(self, slot: Slot) -> None:
-        self.metrics.swaps.labels(slot.alias).inc()
-        self._rebuild_table()
 
     def _rebuild_table(self) -> None:
         """Cumulative weights over variants that have a loaded model (an unloaded variant gets no traffic)."""
@@ -142,11 +178,15 @@ class Gateway:
     def state(self) -> dict[str, Any]:
         slots = [s.status() for s in self.manager.slots.values()] if self.manager else []
         w = self.writer
+        m = self.mirror
         return {
             "slots": slots,
-            "shadow_depth": self.mirror.depth if self.mirror else 0,
+            "shadow_depth": m.depth if m else 0,
+            "shadow_process": None
+            if m is None or not hasattr(m, "restarts")
+            else {"pid": m.pid, "up": m.up, "restarts": m.restarts, "crashes": m.crashes},  # type: ignore[union-attr]
             "capture_backlog": w.backlog if w else 0,
-            "capture_rows": w.stats.rows if w else 0,
+            "capture_rows": (w.stats.rows + self._remote_rows) if w else 0,
             "capture_errors": w.stats.errors if w else 0,
         }
 
@@ -353,6 +393,20 @@ class Gateway:
         else:
             self.writer.append(entry)  # type: ignore[union-attr]
 
+    def _shadow_counts(self, counts: dict[str, int]) -> None:
+        """Outcome counts reported by the shadow process (its copies' records are written there)."""
+        for key, n in counts.items():
+            if not n:
+                continue
+            if key in ("agree_true", "agree_false"):
+                self.metrics.shadow_agreement.labels(key[6:]).inc(n)
+            elif key == "rows":
+                self._remote_rows += n
+            elif key == "requests":
+                self._remote_requests += n
+            else:
+                self.metrics.shadow.labels(key).inc(n)
+
     def _shadow_done(self, entry: CaptureEntry, capture: bool, outcome: str) -> None:
         """Called from shadow threads (or the response path on a drop) when a copy is finished."""
         self.metrics.shadow_outcome(outcome)
@@ -444,6 +498,7 @@ class Gateway:
             "shadow": self.cfg.shadow,
             "slots": st["slots"],
             "shadow_queue_depth": st["shadow_depth"],
+            "shadow_process": st["shadow_process"],
             "capture": None
             if self.writer is None
             else {

@@ -30,6 +30,7 @@ class GatewayConfig:
     shadow_queue: int = 1000
     shadow_batch: int = 64
     shadow_timeout: float = 2.0
+    shadow_mode: str = "process"  # "process": a supervised worker process; "thread": in the gateway process
     capture_dir: str | None = None
     capture_format: str = "jsonl"
     capture_sample: float = 100.0
@@ -65,6 +66,8 @@ class GatewayConfig:
         for key in ("shadow_queue", "shadow_batch", "max_body_bytes", "workers"):
             if int(getattr(self, key)) < 1:
                 raise GatewayConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.shadow_mode not in ("process", "thread"):
+            raise GatewayConfigError(f"shadow_mode must be process or thread, got {self.shadow_mode!r}")
         if self.capture_format not in ("jsonl", "parquet"):
             raise GatewayConfigError(f"capture_format must be jsonl or parquet, got {self.capture_format!r}")
 

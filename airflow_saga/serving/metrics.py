@@ -45,6 +45,12 @@ class _StateCollector:
         yield versions
         yield errors
         yield GaugeMetricFamily("saga_shadow_queue_depth", "Shadow copies waiting", value=s["shadow_depth"])
+        sp = s.get("shadow_process")
+        yield GaugeMetricFamily(
+            "saga_shadow_process_restarts",
+            "Times the shadow worker process was restarted after dying or hanging",
+            value=sp["restarts"] if sp else 0,
+        )
         yield GaugeMetricFamily(
             "saga_capture_backlog", "Capture entries accepted but not yet written", value=s["capture_backlog"]
         )
@@ -74,7 +80,7 @@ class GatewayMetrics:
         )
         self.shadow = Counter(
             "saga_shadow",
-            "Shadow copies by outcome (ok, error, timeout, dropped, shutdown)",
+            "Shadow copies by outcome (ok, error, timeout, dropped, shutdown, crash)",
             ["outcome"],
             registry=self.registry,
         )

@@ -1,4 +1,7 @@
-"""Mirror sampled requests to the shadow model, off the response path.
+"""Mirror sampled requests to the shadow model in a thread of the gateway (``shadow_mode = "thread"``).
+
+The default mode runs the shadow in a worker process instead (``shadow_proc``); this module also provides
+the batch scoring (``_predict_many``) both modes use.
 
 The response path only does ``queue.put_nowait`` (microseconds); when the queue is full the copy is dropped
 and counted, never waited for. One worker thread drains the queue in batches (lingering ``linger`` seconds

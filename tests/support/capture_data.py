@@ -7,12 +7,14 @@ features with an optional injected shift, all through the real writer and file l
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from airflow_saga.core.capture import CaptureEntry, CaptureWriter
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def features(n: int, n_features: int = 20, *, shift: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -89,7 +91,9 @@ def write_capture(
     return {"truth": truth, "ids": ids, "start": start_ts - 1, "end": end_ts, "writer": w}
 
 
-def write_feedback(w: CaptureWriter, ids: list[str], truth: np.ndarray, rows_per_request: int, share: float = 1.0) -> int:
+def write_feedback(
+    w: CaptureWriter, ids: list[str], truth: np.ndarray, rows_per_request: int, share: float = 1.0
+) -> int:
     """Row-specific ground truth for the first ``share`` of requests."""
     n_req = int(len(ids) * share)
     now = time.time()

@@ -4,6 +4,8 @@ or stuck shadow never touches the champion, and alias moves hot-swap under traff
 from __future__ import annotations
 
 import math
+import os
+import signal
 import threading
 import time
 import uuid
@@ -23,7 +25,10 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(gateway_factory, mlflow_client, tmp_path):
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(
+    gateway_factory, mlflow_client, tmp_path, mode
+):
     name = _name("sigterm")
     models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
     models.register_pyfunc(
@@ -43,6 +48,8 @@ def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(gateway_fact
         str(cap),
         "--flush-interval",
         "60",
+        "--shadow-mode",
+        mode,
     )
     ids, n = [], 150
     with requests.Session() as s:
@@ -62,6 +69,114 @@ def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(gateway_fact
     assert df["shadow_prediction"].isna().all()
     kinds = {e.split(":")[0] for e in df["shadow_error"]}
     assert kinds <= {"timeout", "dropped", "not run"}, kinds
+
+
+def _metric(url: str, line_prefix: str) -> float:
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_shadow_process_crash_is_survived_counted_and_captured(gateway_factory, mlflow_client, tmp_path):
+    name = _name("crash")
+    models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
+    models.register_pyfunc(
+        mlflow_client, name, models.SlowOrFailingModel(delay=0.2, value=7), aliases=(tags.CHALLENGER,)
+    )
+    cap = tmp_path / "capture"
+    # 60 s flush interval: the shadow process acknowledges nothing before SIGTERM, so every copy it holds
+    # when it is killed must be captured by the gateway instead.
+    gw = gateway_factory(name, "--shadow", "challenger", "--capture-dir", str(cap), "--flush-interval", "60")
+    first = gw.health()["shadow_process"]
+    assert first["pid"] and first["up"] and first["restarts"] == 0
+
+    def send(k: int, s: requests.Session) -> list[str]:
+        out = []
+        for i in range(k):
+            r = s.post(gw.url + "/invocations", json={"instances": models.sample_rows(1, start=i)})
+            assert r.status_code == 200, r.text
+            assert 7 not in r.json()["predictions"]
+            out.append(r.headers["X-Saga-Inference-Id"])
+        return out
+
+    with requests.Session() as s:
+        before = send(20, s)
+        os.kill(first["pid"], signal.SIGKILL)  # a segfaulting or OOM-killed shadow model
+        during = send(20, s)  # served while the shadow process is down or restarting
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            sp = gw.health()["shadow_process"]
+            if sp["restarts"] >= 1 and sp["pid"] != first["pid"] and sp["up"]:
+                break
+            time.sleep(0.2)
+        assert sp["restarts"] >= 1 and sp["pid"] != first["pid"] and sp["up"], sp
+        ok_before = _metric(gw.url, 'saga_shadow_total{outcome="ok"}')
+        after = send(20, s)
+        # wait until the new shadow process has scored them (it reports outcomes every second)
+        while time.monotonic() < deadline:
+            if _metric(gw.url, 'saga_shadow_total{outcome="ok"}') >= ok_before + 20:
+                break
+            time.sleep(0.2)
+    assert _metric(gw.url, "saga_shadow_process_restarts") >= 1
+    assert _metric(gw.url, 'saga_shadow_total{outcome="crash"}') >= 1
+    assert gw.stop() in (0, -15)
+    df = read_capture(cap, name)
+    assert sorted(df["inference_id"]) == sorted(before + during + after)  # each exactly once
+    # every captured request has the shadow's answer or the reason it has none
+    assert (df["shadow_prediction"].notna() | df["shadow_error"].notna()).all()
+    by_id = df.set_index("inference_id")
+    died = by_id.loc[before, "shadow_error"]
+    assert died.str.startswith(("shadow process died", "dropped: shadow process restarting")).all(), died
+    assert died.str.startswith("shadow process died").any()
+    later = by_id.loc[after]
+    assert (later["shadow_prediction"] == 7).all() and later["shadow_error"].isna().all()
+
+
+def test_shadow_alias_move_is_loaded_in_the_shadow_process(gateway_factory, mlflow_client, tmp_path):
+    name = _name("shadowswap")
+    models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
+    models.register_pyfunc(
+        mlflow_client, name, models.SlowOrFailingModel(value=7), aliases=(tags.CHALLENGER,)
+    )
+    models.register_pyfunc(mlflow_client, name, models.SlowOrFailingModel(value=9))
+    cap = tmp_path / "capture"
+    gw = gateway_factory(
+        name,
+        "--shadow",
+        "challenger",
+        "--poll-interval",
+        "0.5",
+        "--capture-dir",
+        str(cap),
+        "--flush-interval",
+        "0.2",
+    )
+
+    def shadow_slot() -> dict:
+        return next(s for s in gw.health()["slots"] if s["alias"] == tags.CHALLENGER)
+
+    assert shadow_slot()["version"] == "2"
+    mlflow_client.set_registered_model_alias(name, tags.CHALLENGER, "3")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and shadow_slot()["version"] != "3":
+        time.sleep(0.2)
+    assert shadow_slot()["version"] == "3" and shadow_slot()["error"] is None
+    ids = []
+    with requests.Session() as s:
+        for i in range(10):
+            r = s.post(gw.url + "/invocations", json={"instances": models.sample_rows(1, start=i)})
+            assert r.status_code == 200 and r.headers["X-Saga-Model-Version"] == "1"
+            ids.append(r.headers["X-Saga-Inference-Id"])
+    while time.monotonic() < deadline:
+        df = read_capture(cap, name)
+        if set(ids) <= set(df["inference_id"]):
+            break
+        time.sleep(0.2)
+    mine = df[df["inference_id"].isin(ids)]
+    assert len(mine) == 10
+    assert (mine["shadow_model_version"] == "3").all() and (mine["shadow_prediction"] == 9).all()
+    assert gw.health()["shadow_process"]["restarts"] == 0
 
 
 def test_weighted_variants_and_a_raising_shadow(gateway_factory, mlflow_client):
