@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--big-rows", type=int, default=60_000)
     ap.add_argument("--big-trees", type=int, default=60)
     ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--parse-only", action="store_true")
     args = ap.parse_args()
 
     from airflow_saga.devstack.mlflow_server import MlflowServer

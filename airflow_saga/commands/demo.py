@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         step(f"stack up in {time.monotonic() - t0:.0f}s")
         api = AirflowApi(stack.url, "admin", "admin")
         outcome = run_training(api, args.model_name, mlflow.url, stack.url)
+        if outcome and not args.training_only:
+            from airflow_saga.commands._lifecycle import online_lifecycle
+
+            outcome = online_lifecycle(api, mlflow.url, stack.url, args.model_name, home)
         step(f"done in {time.monotonic() - t0:.0f}s")
         print_urls(stack.url, mlflow.url)
         if args.keep_running:

@@ -372,6 +372,7 @@ def train(
         "dataset": data.describe(),
         "holdout_uri": uris["holdout"],
         "reference_uri": uris["reference"],
+        "reference_stats_uri": uris.get("reference_stats"),
         "cache_key": key,
         "cache_hit": cached is not None,
         "cache_source_run_id": (cached.data.tags.get(T.CACHE_SOURCE_RUN) or cached.info.run_id)

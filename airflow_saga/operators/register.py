@@ -78,6 +78,8 @@ class RegisterModelOperator(SagaBaseOperator):
         )
         if training.get("reference_uri"):
             tags[T.BASELINE_URI] = training["reference_uri"]
+        if training.get("reference_stats_uri"):
+            tags[T.BASELINE_STATS_URI] = training["reference_stats_uri"]
         if training.get("cache_hit"):
             tags[T.CACHE_HIT] = "true"
             tags[T.CACHE_SOURCE_RUN] = str(training.get("cache_source_run_id"))

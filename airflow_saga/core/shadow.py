@@ -1,0 +1,637 @@
+"""Champion vs challenger on the same requests: the decision-ready shadow-test report.
+
+SageMaker's shadow-test dashboard shows latency and errors. A team deciding whether to switch models also
+needs to know how often the two models *agree* (and where they disagree), and, once ground truth arrives,
+which one is more *accurate*, with confidence intervals so a lucky week is not mistaken for a better model.
+
+Inputs are capture rows in which the gateway mirrored a request to the challenger (``shadow_*`` columns),
+read by column with ``core.capture_scan`` (~1 s per million rows), or an offline replay of a dataset
+through both models (``replay``). Everything below is vectorised numpy over those columns.
+
+The report has the evaluation report's shape, so the training gate's condition language applies as is::
+
+    {"candidate": {"version": "2", "metrics": {"agreement": 0.97, "error_rate": 0.0, "latency_p99_ms": ...,
+                                               "accuracy": ..., "accuracy_ci_low": ..., ...}},
+     "champion":  {"version": "1", "metrics": {...}}, "comparison": {...}, ...}
+
+Conventions: latency percentiles are per request (a request's rows share one latency); agreement and
+accuracy are per row. Mirrored copies the gateway never scored (queue full, shutdown) are counted as
+``not_scored``, not as challenger errors: they say nothing about the challenger. The gateway captures only
+requests the champion answered, so the champion's error rate counts rows without a champion prediction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from airflow_saga.core.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from airflow_saga.core.mlflow_client import MlflowSettings
+
+SCHEMA = "saga.shadow/v1"
+NOT_SCORED_PREFIXES = ("dropped", "not run")
+COLUMNS = [
+    "inference_id",
+    "row",
+    "variant",
+    "model_version",
+    "prediction",
+    "latency_ms",
+    "shadow_variant",
+    "shadow_model_version",
+    "shadow_prediction",
+    "shadow_latency_ms",
+    "shadow_error",
+]
+MAX_CONFUSION_LABELS = 20
+Z95 = 1.959963984540054
+
+
+class InsufficientDataError(DataError):
+    """The window holds too few comparable requests to judge; the monitor should skip, not decide."""
+
+
+class ChallengerFailedError(DataError):
+    """The challenger errored on every mirrored request: nothing to compare, and that is a verdict."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+# --- statistics ---------------------------------------------------------------------------------------
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: well-behaved near 0 and 1, unlike the normal interval."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _f1_from_confusion(cm: np.ndarray, binary_pos: int | None) -> np.ndarray:
+    """F1 from confusion counts (..., k, k) [truth, pred]: the positive class's for binary, else macro."""
+    import numpy as np
+
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    fp = cm.sum(axis=-2) - tp
+    fn = cm.sum(axis=-1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    if binary_pos is not None:
+        return f1[..., binary_pos]
+    return f1.mean(axis=-1)
+
+
+def f1_with_ci(truth: np.ndarray, pred: np.ndarray, *, boot: int = 500, seed: int = 0) -> dict[str, float]:
+    """F1 and a 95% bootstrap interval.
+
+    Resampling rows with replacement only changes how many rows fall into each confusion-matrix cell, so
+    the bootstrap draws cell counts from a multinomial over the k x k matrix: the same distribution as a
+    row bootstrap, at O(boot * k^2) instead of O(boot * n).
+    """
+    import numpy as np
+    import pandas as pd
+
+    inv, labels = pd.factorize(np.concatenate([truth, pred]), sort=True)
+    k = len(labels)
+    t, p = inv[: len(truth)], inv[len(truth) :]
+    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+    binary_pos = None
+    if k <= 2:
+        as_list = [str(x) for x in labels]
+        binary_pos = (
+            as_list.index("1") if "1" in as_list else (as_list.index("True") if "True" in as_list else k - 1)
+        )
+    f1 = float(_f1_from_confusion(cm, binary_pos))
+    n = int(cm.sum())
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, cm.ravel() / n, size=boot).reshape(boot, k, k)
+    lo, hi = np.quantile(_f1_from_confusion(draws, binary_pos), [0.025, 0.975])
+    return {"f1": f1, "f1_ci_low": float(lo), "f1_ci_high": float(hi)}
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+
+    m = float(values.mean())
+    half = Z95 * float(values.std(ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return m, m - half, m + half
+
+
+def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE and RMSE with normal-approximation 95% intervals (CLT over rows; RMSE via the MSE interval)."""
+    import numpy as np
+
+    err = pred - truth
+    mae, mae_lo, mae_hi = _mean_ci(np.abs(err))
+    mse, mse_lo, mse_hi = _mean_ci(err * err)
+    return {
+        "mae": mae,
+        "mae_ci_low": mae_lo,
+        "mae_ci_high": mae_hi,
+        "rmse": math.sqrt(mse),
+        "rmse_ci_low": math.sqrt(max(mse_lo, 0.0)),
+        "rmse_ci_high": math.sqrt(mse_hi),
+    }
+
+
+def classification_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    correct = int((truth == pred).sum())
+    lo, hi = wilson(correct, len(truth))
+    return {
+        "accuracy": correct / len(truth),
+        "accuracy_ci_low": lo,
+        "accuracy_ci_high": hi,
+        **f1_with_ci(truth, pred),
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    import numpy as np
+
+    if values.size == 0:
+        return {}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {
+        "latency_p50_ms": float(p50),
+        "latency_p90_ms": float(p90),
+        "latency_p99_ms": float(p99),
+        "latency_mean_ms": float(values.mean()),
+    }
+
+
+# --- column handling ------------------------------------------------------------------------------------
+
+
+def _np(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numpy view of an Arrow column; nulls become NaN (numeric) or None (other)."""
+    import pyarrow as pa
+
+    if pa.types.is_null(col.type):
+        import numpy as np
+
+        return np.full(len(col), None, dtype=object)
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_boolean(col.type):
+        return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return col.cast(pa.string()).to_numpy(zero_copy_only=False)
+
+
+def infer_task(pred: np.ndarray) -> str:
+    """``classification`` for string/bool labels or few integral values, else ``regression``."""
+    import numpy as np
+
+    if pred.dtype == object:
+        return "classification"
+    finite = pred[np.isfinite(pred)]
+    if finite.size and np.all(finite == np.round(finite)) and np.unique(finite[:100_000]).size <= 50:
+        return "classification"
+    return "regression"
+
+
+def _present(a: np.ndarray) -> np.ndarray:
+    """Not NaN (numeric); object arrays come from Arrow, whose validity is checked separately."""
+    import numpy as np
+
+    if a.dtype == object:
+        return np.ones(a.shape, dtype=bool)
+    return ~np.isnan(a)
+
+
+def _mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return arr.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def _mode(col: pa.ChunkedArray) -> str | None:
+    """Most frequent non-null value of a column, as a string."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(col.cast(pa.string()).drop_null())
+    if len(counts) == 0:
+        return None
+    best = max(counts.to_pylist(), key=lambda d: d["counts"])
+    return best["values"]
+
+
+def _error_counts(errors: pa.ChunkedArray) -> Counter:
+    """Error messages grouped by their text before the first ':' (the exception type, usually)."""
+    import pyarrow.compute as pc
+
+    out: Counter = Counter()
+    for d in pc.value_counts(errors).to_pylist():
+        out[str(d["values"]).split(":")[0][:200]] += int(d["counts"])
+    return out
+
+
+# --- the comparison ---------------------------------------------------------------------------------------
+
+
+def compare(
+    table: pa.Table,
+    *,
+    model_name: str,
+    task: str = "auto",
+    min_requests: int = 1,
+    regression_tolerance: float = 0.01,
+    labels: np.ndarray | None = None,
+    champion_version: str | None = None,
+    challenger_version: str | None = None,
+    window: dict[str, Any] | None = None,
+    mode: str = "capture",
+) -> dict[str, Any]:
+    """Compare champion (``prediction``) and challenger (``shadow_prediction``) over mirrored rows.
+
+    ``table`` holds the capture columns in ``COLUMNS`` (extra columns are ignored); ``labels`` is aligned
+    with it (object/float array, None/NaN where no ground truth arrived). ``challenger_version`` keeps only
+    rows the given challenger version scored (a window may span a hot swap).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t0 = time.perf_counter()
+    names = set(table.column_names)
+    if "shadow_variant" not in names or table.num_rows == 0:
+        raise InsufficientDataError(f"model {model_name!r}: the capture window is empty")
+    mirrored = pc.is_valid(table.column("shadow_variant"))
+    if challenger_version is not None and "shadow_model_version" in names:
+        mirrored = pc.and_(
+            mirrored,
+            pc.equal(table.column("shadow_model_version").cast(pa.string()), str(challenger_version)),
+        )
+    if champion_version is not None and "model_version" in names:
+        mirrored = pc.and_(
+            mirrored, pc.equal(table.column("model_version").cast(pa.string()), str(champion_version))
+        )
+    table = table.filter(mirrored)
+    if labels is not None:
+        labels = labels[mirrored.to_numpy(zero_copy_only=False)]
+    rows = table.num_rows
+    if rows == 0:
+        raise InsufficientDataError(
+            f"model {model_name!r}: no request in the window was mirrored to challenger "
+            f"{'v' + str(challenger_version) if challenger_version else ''} (is the gateway running with "
+            f"--shadow challenger?)"
+        )
+    first_row = _np(table.column("row")) == 0 if "row" in names else np.ones(rows, dtype=bool)
+    requests = int(first_row.sum())
+    if requests < min_requests:
+        raise InsufficientDataError(
+            f"model {model_name!r}: only {requests} mirrored request(s) in the window; at least "
+            f"{min_requests} are needed to judge (min_requests)"
+        )
+    champ_col, chall_col = table.column("prediction"), table.column("shadow_prediction")
+    champ, chall = _np(champ_col), _np(chall_col)
+    err_col = table.column("shadow_error").cast(pa.string())
+    has_err = _mask(pc.is_valid(err_col))
+    not_scored = _mask(
+        pc.fill_null(pc.or_(*(pc.starts_with(err_col, p) for p in NOT_SCORED_PREFIXES)), False)
+    )
+    errored = has_err & ~not_scored
+    attempted = ~not_scored
+    champ_ok = _mask(pc.is_valid(champ_col)) & _present(champ)
+    both = champ_ok & _mask(pc.is_valid(chall_col)) & _present(chall) & ~has_err
+    champ_v = champion_version or _mode(table.column("model_version"))
+    chall_v = challenger_version or _mode(table.column("shadow_model_version"))
+    error_counts = _error_counts(err_col.filter(pa.array(errored)))
+    attempted_n = int(attempted.sum())
+    if attempted_n == 0:
+        raise InsufficientDataError(
+            f"model {model_name!r}: none of the {rows} mirrored rows was scored by the challenger "
+            f"(all dropped or not run: the shadow queue is too small or the gateway stopped)"
+        )
+    chall_lat = _np(table.column("shadow_latency_ms"))[first_row & attempted & ~errored]
+    champ_lat = _np(table.column("latency_ms"))[first_row]
+    champion_metrics = {
+        "rows": rows,
+        "requests": requests,
+        "error_rate": float((~champ_ok).sum() / rows),
+        **_percentiles(champ_lat[np.isfinite(champ_lat)]),
+    }
+    candidate_metrics: dict[str, Any] = {
+        "rows": attempted_n,
+        "requests": int((first_row & attempted).sum()),
+        "errors": int(errored.sum()),
+        "not_scored": int(not_scored.sum()),
+        "error_rate": float(errored.sum() / attempted_n),
+        **_percentiles(chall_lat[np.isfinite(chall_lat)]),
+    }
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model_name": model_name,
+        "mode": mode,
+        "window": window or {},
+        "candidate": {"alias": "challenger", "version": chall_v, "metrics": candidate_metrics},
+        "champion": {"alias": "champion", "version": champ_v, "metrics": champion_metrics},
+        "comparison": {
+            "rows": rows,
+            "requests": requests,
+            "compared_rows": int(both.sum()),
+            "errors": {"count": int(errored.sum()), "top": dict(error_counts.most_common(10))},
+        },
+    }
+    if not both.any():
+        raise ChallengerFailedError(
+            f"model {model_name!r}: challenger v{chall_v} errored on all {attempted_n} mirrored row(s) it "
+            f"was sent (most common error: {error_counts.most_common(1)[0][0] if error_counts else 'none'}); "
+            f"there is nothing to compare",
+            finite(report),
+        )
+    a, b = champ[both], chall[both]
+    if task == "auto":
+        task = infer_task(a)
+    if task not in ("classification", "regression"):
+        raise DataError(
+            f"model {model_name!r}: task must be auto, classification or regression, got {task!r}"
+        )
+    report["task"] = task
+    comp = report["comparison"]
+    if task == "classification":
+        sa, sb = _same_kind(a, b)
+        agree = sa == sb
+        comp["confusion"] = _confusion(sa, sb)
+    else:
+        a, b = a.astype(float), b.astype(float)
+        diff = b - a
+        agree = np.abs(diff) <= regression_tolerance * np.maximum(np.abs(a), 1e-12)
+        comp["differences"] = _differences(diff)
+        comp["tolerance"] = regression_tolerance
+    agreement = float(agree.mean())
+    lo, hi = wilson(int(agree.sum()), len(agree))
+    for side in (candidate_metrics, champion_metrics):
+        side.update(agreement=agreement, agreement_ci_low=lo, agreement_ci_high=hi)
+    comp["agreement"] = agreement
+    if labels is not None:
+        _add_label_metrics(report, task, labels[both], a, b)
+    comp["seconds"] = round(time.perf_counter() - t0, 3)
+    return finite(report)
+
+
+def finite(obj: Any) -> Any:
+    """NaN/inf -> None, recursively, so the report is strict JSON (XCom, MLflow, the REST API)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def _labels(values: np.ndarray) -> np.ndarray:
+    """Labels comparable across models and ground truth: 1.0, 1 and "1" are the same class."""
+    import pandas as pd
+
+    if values.dtype != object:
+        return values
+    s = pd.Series(values, dtype=object).astype(str)
+    num = pd.to_numeric(s, errors="coerce")
+    if num.notna().all():
+        return num.to_numpy(dtype=float)
+    return s.str.removesuffix(".0").to_numpy(dtype=object)
+
+
+def _same_kind(*arrays: np.ndarray) -> list[np.ndarray]:
+    """All numeric stay numeric; otherwise all become strings ("1.0" -> "1") so they compare."""
+    import pandas as pd
+
+    arrays = [_labels(a) for a in arrays]
+    if all(a.dtype != object for a in arrays):
+        return arrays
+    return [pd.Series(a).astype(str).str.removesuffix(".0").to_numpy(dtype=object) for a in arrays]
+
+
+def _confusion(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Champion label (rows) x challenger label (columns), for the most frequent labels."""
+    import numpy as np
+    import pandas as pd
+
+    inv, labels = pd.factorize(np.concatenate([a, b]), sort=True)
+    labels = np.asarray([str(x) for x in labels], dtype=object)
+    counts = np.bincount(inv, minlength=len(labels))
+    top = np.argsort(-counts)[:MAX_CONFUSION_LABELS]
+    k = len(labels)
+    ia, ib = inv[: len(a)], inv[len(a) :]
+    cm = np.bincount(ia * k + ib, minlength=k * k).reshape(k, k)[np.ix_(top, top)]
+    return {
+        "labels": [_short(x) for x in labels[top]],
+        "matrix": cm.tolist(),
+        "axes": "champion x challenger",
+    }
+
+
+def _short(label: str) -> str:
+    return label[:-2] if label.endswith(".0") else label
+
+
+def _differences(diff: np.ndarray) -> dict[str, Any]:
+    import numpy as np
+
+    qs = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
+    lo, hi = np.quantile(diff, [0.005, 0.995])
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(np.clip(diff, lo, hi), bins=40, range=(lo, hi))
+    return {
+        "mean": float(diff.mean()),
+        "std": float(diff.std()),
+        "mean_abs": float(np.abs(diff).mean()),
+        "quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(diff, qs), strict=True)},
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
+
+
+def _add_label_metrics(
+    report: dict[str, Any], task: str, truth: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> None:
+    import numpy as np
+
+    if truth.dtype == object:
+        import pandas as pd
+
+        has = pd.notna(truth)
+    else:
+        has = ~np.isnan(truth)
+    n = int(has.sum())
+    report["labels"] = {"rows": n, "coverage": float(n / len(truth)) if len(truth) else 0.0}
+    for side in ("candidate", "champion"):
+        report[side]["metrics"]["labeled_rows"] = n
+    if n == 0:
+        return
+    t, pa_, pb = truth[has], a[has], b[has]
+    if task == "classification":
+        t, pa_, pb = _same_kind(t, pa_, pb)
+        champ_m, chall_m = classification_metrics(t, pa_), classification_metrics(t, pb)
+        diff = (pb == t).astype(float) - (pa_ == t).astype(float)
+        name = "accuracy"
+    else:
+        t = t.astype(float)
+        champ_m, chall_m = regression_metrics(t, pa_), regression_metrics(t, pb)
+        diff = np.abs(pa_ - t) - np.abs(pb - t)  # > 0: challenger closer to the truth
+        name = "mae_reduction"
+    report["champion"]["metrics"].update(champ_m)
+    report["candidate"]["metrics"].update(chall_m)
+    m, lo, hi = _mean_ci(diff)
+    # paired difference (challenger better when > 0) with a CLT interval over rows
+    report["candidate"]["metrics"].update(
+        {f"{name}_gain": m, f"{name}_gain_ci_low": lo, f"{name}_gain_ci_high": hi}
+    )
+
+
+# --- reading and replay -----------------------------------------------------------------------------------
+
+
+def read_window(
+    root: str, model_name: str, start: Any, end: Any, *, with_labels: bool = True
+) -> tuple[pa.Table, np.ndarray | None]:
+    """The capture columns the comparison needs, and labels aligned with them (None without feedback)."""
+    from airflow_saga.core.capture_scan import scan_capture, scan_feedback
+
+    table = scan_capture(root, model_name, start, end, COLUMNS)
+    for c in COLUMNS:
+        if c not in table.column_names:
+            import pyarrow as pa
+
+            table = table.append_column(c, pa.nulls(table.num_rows))
+    if not with_labels or table.num_rows == 0:
+        return table, None
+    feedback = scan_feedback(root, model_name, start)
+    if feedback.num_rows == 0 or "ground_truth" not in feedback.column_names:
+        return table, None
+    return table, join_labels(table, feedback)
+
+
+def join_labels(table: pa.Table, feedback: pa.Table) -> np.ndarray:
+    """Ground truth per capture row: a row-specific label wins over a request-wide one (``row`` null)."""
+    import numpy as np
+    import pandas as pd
+
+    cap = pd.DataFrame(
+        {
+            "inference_id": table.column("inference_id").to_numpy(zero_copy_only=False),
+            "row": _np(table.column("row")),
+        }
+    )
+    fb = feedback.to_pandas()
+    if "row" not in fb:
+        fb["row"] = np.nan
+    fb = fb.drop_duplicates(["inference_id", "row"], keep="last")
+    out = pd.Series([None] * len(cap), dtype=object)
+    general = fb[fb["row"].isna()].drop_duplicates("inference_id", keep="last")
+    if len(general):
+        m = cap[["inference_id"]].merge(
+            general[["inference_id", "ground_truth"]], on="inference_id", how="left"
+        )
+        hit = m["ground_truth"].notna().to_numpy()
+        out[hit] = m["ground_truth"].to_numpy()[hit]
+    specific = fb[fb["row"].notna()].astype({"row": float})
+    if len(specific):
+        m = cap.merge(
+            specific[["inference_id", "row", "ground_truth"]], on=["inference_id", "row"], how="left"
+        )
+        hit = m["ground_truth"].notna().to_numpy()
+        out[hit] = m["ground_truth"].to_numpy()[hit]
+    num = pd.to_numeric(out, errors="coerce")
+    if bool((num.notna() == out.notna()).all()):
+        return num.to_numpy(dtype=float)
+    return out.to_numpy(dtype=object)
+
+
+def replay(
+    settings: MlflowSettings,
+    *,
+    model_name: str,
+    dataset: str,
+    target: str | None,
+    champion_uri: str,
+    challenger_uri: str,
+    batch_size: int = 256,
+) -> tuple[pa.Table, np.ndarray | None]:
+    """Offline mode: score ``dataset`` with both models in batches, shaped like a capture window.
+
+    Latency is per batch (like a gateway request of ``batch_size`` rows); an exception in a challenger
+    batch is recorded as that batch's ``shadow_error``, as the gateway would.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from airflow_saga.core.models import load_pyfunc_model
+
+    frame = _read_dataset(settings, dataset)
+    if frame.empty:
+        raise InsufficientDataError(f"replay dataset {dataset!r} is empty")
+    labels = None
+    if target:
+        if target not in frame.columns:
+            raise DataError(f"replay dataset {dataset!r} has no target column {target!r}")
+        labels = frame.pop(target).to_numpy()
+        labels = labels.astype(float) if labels.dtype.kind in "biuf" else labels.astype(object)
+    champion = load_pyfunc_model(settings, champion_uri)
+    challenger = load_pyfunc_model(settings, challenger_uri)
+    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    for i, start in enumerate(range(0, len(frame), batch_size)):
+        batch = frame.iloc[start : start + batch_size]
+        n = len(batch)
+        t = time.perf_counter()
+        try:
+            pa_ = _predict_list(champion, batch)
+        except Exception as exc:  # the champion must score the dataset, or the replay means nothing
+            raise DataError(
+                f"model {model_name!r}: champion {champion_uri} cannot score replay dataset {dataset!r} "
+                f"(columns {list(frame.columns)[:8]}...): {type(exc).__name__}: {str(exc)[:400]}"
+            ) from exc
+        lat_a = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        try:
+            pb: list[Any] = _predict_list(challenger, batch)
+            error = None
+        except Exception as exc:  # the model's own failure is data here, as in the gateway
+            pb, error = [None] * n, f"{type(exc).__name__}: {exc}"[:500]
+        lat_b = (time.perf_counter() - t) * 1000
+        cols["inference_id"] += [f"replay-{i}"] * n
+        cols["row"] += list(range(n))
+        cols["variant"] += ["champion"] * n
+        cols["model_version"] += [None] * n
+        cols["prediction"] += pa_
+        cols["latency_ms"] += [lat_a] * n
+        cols["shadow_variant"] += ["challenger"] * n
+        cols["shadow_model_version"] += [None] * n
+        cols["shadow_prediction"] += pb
+        cols["shadow_latency_ms"] += [lat_b] * n
+        cols["shadow_error"] += [error] * n
+    return pa.table({k: pa.array(v) for k, v in cols.items()}), labels if labels is None else np.asarray(
+        labels
+    )
+
+
+def _predict_list(model: Any, batch: pd.DataFrame) -> list[Any]:
+    import numpy as np
+
+    out = np.asarray(model.predict(batch))
+    if out.ndim > 1:
+        out = out[:, 0] if out.shape[1] == 1 else out.argmax(axis=1)
+    return out.tolist()
+
+
+def _read_dataset(settings: MlflowSettings, dataset: str) -> pd.DataFrame:
+    if dataset.startswith(("runs:/", "mlflow-artifacts:/", "models:/")):
+        from airflow_saga.core.evaluation import load_frame
+
+        return load_frame(settings, dataset)
+    from airflow_saga.core.datasets import read_source
+
+    return read_source(dataset)

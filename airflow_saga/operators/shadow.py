@@ -1,0 +1,263 @@
+"""Shadow comparison (champion vs challenger on the same requests) and its promotion gate.
+
+``ShadowComparisonOperator`` builds the report (from a capture window, or by replaying a dataset through
+both models) and logs it, JSON and HTML, on the challenger version's run. ``ShadowGateOperator`` applies the
+training gate's condition language to it and does one of three things: promote the challenger to champion
+(through ``core.promotion``: only Approved versions, recorded in the promotion history), keep testing, or
+remove the challenger alias. Heavy imports happen inside ``execute`` so DAG files parse in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from airflow_saga.links import MlflowModelVersionLink, mlflow_model_version_url, set_mlflow_links
+from airflow_saga.operators._monitor import as_number, default_capture_dir, resolve_window
+from airflow_saga.operators._util import as_dict, saga_errors
+from airflow_saga.operators.base import SagaBaseOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+ACTIONS = ("promote", "keep", "remove")
+DEFAULT_SHADOW_CONDITIONS = "error_rate <= 0.01 and agreement >= 0.9 and latency_p99_ms <= 2000"
+
+
+class ShadowComparisonOperator(SagaBaseOperator):
+    """Compare ``champion`` and ``challenger`` of ``model_name`` on a capture window (or a replayed dataset).
+
+    Skips (with the reason) when there is no challenger, or the window holds fewer than ``min_requests``
+    mirrored requests. Returns the report (XCom), whose ``candidate``/``champion`` metrics the gate reads.
+
+    :param replay_dataset: if set, offline mode: score this dataset (path, ``sklearn:<name>`` or ``runs:/``
+        URI) with both models instead of reading capture; ``replay_target`` names its label column.
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name",
+        "capture_dir",
+        "window_hours",
+        "start",
+        "end",
+        "min_requests",
+        "replay_dataset",
+        "replay_target",
+        "regression_tolerance",
+        "prediction_task",
+    )
+    ui_color = "#e0f0ff"
+    operator_extra_links = (MlflowModelVersionLink(),)
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        capture_dir: str | None = None,
+        window_hours: float | str = 24,
+        start: str | None = None,
+        end: str | None = None,
+        min_requests: int | str = 100,
+        prediction_task: str = "auto",
+        replay_dataset: str | None = None,
+        replay_target: str | None = None,
+        regression_tolerance: float | str = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.capture_dir = capture_dir
+        self.window_hours = window_hours
+        self.start = start
+        self.end = end
+        self.min_requests = min_requests
+        self.prediction_task = prediction_task
+        self.replay_dataset = replay_dataset
+        self.replay_target = replay_target
+        self.regression_tolerance = regression_tolerance
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_saga.core import shadow
+        from airflow_saga.core import tags as T
+        from airflow_saga.core.registry import version_by_alias
+
+        name = str(self.model_name)
+        min_requests = as_number(self.min_requests, "min_requests", integer=True)
+        with saga_errors():
+            client = self.hook.client
+            champion = version_by_alias(client, name, T.CHAMPION)
+            challenger = version_by_alias(client, name, T.CHALLENGER)
+        if challenger is None:
+            raise AirflowSkipException(
+                f"Model {name!r} has no {T.CHALLENGER!r} alias: nothing to shadow-test"
+            )
+        if champion is None:
+            raise AirflowSkipException(f"Model {name!r} has no {T.CHAMPION!r} alias: nothing to compare with")
+        cv, hv = str(champion.version), str(challenger.version)
+        with saga_errors():
+            try:
+                report = self._compare(name, cv, hv, min_requests)
+            except shadow.InsufficientDataError as exc:
+                raise AirflowSkipException(f"Not enough data to judge: {exc}") from exc
+            except shadow.ChallengerFailedError as exc:
+                report = exc.report
+                report["challenger_failed"] = str(exc)
+                self.log.error("%s", exc)
+        report["champion"]["version"] = cv
+        report["candidate"]["version"] = hv
+        self._log_metrics(report)
+        ui = self.hook.settings.browser_url
+        set_mlflow_links(self, context, model_version_url=mlflow_model_version_url(ui, name, hv))
+        return report
+
+    def _compare(self, name: str, cv: str, hv: str, min_requests: int) -> dict[str, Any]:
+        from airflow_saga.core import shadow
+
+        filters: dict[str, Any] = {}
+        if self.replay_dataset:
+            window: dict[str, Any] = {"replay_dataset": str(self.replay_dataset)}
+            table, labels = shadow.replay(
+                self.hook.settings,
+                model_name=name,
+                dataset=str(self.replay_dataset),
+                target=str(self.replay_target) if self.replay_target else None,
+                champion_uri=f"models:/{name}/{cv}",
+                challenger_uri=f"models:/{name}/{hv}",
+            )
+        else:
+            s, e = resolve_window(self.start, self.end, self.window_hours)
+            window = {"start": s.isoformat(), "end": e.isoformat()}
+            root = str(self.capture_dir or default_capture_dir())
+            table, labels = shadow.read_window(root, name, s, e)
+            filters = {"challenger_version": hv}
+        self.log.info(
+            "Comparing champion v%s and challenger v%s of %r on %d rows (%s)",
+            cv,
+            hv,
+            name,
+            table.num_rows,
+            window,
+        )
+        return shadow.compare(
+            table,
+            model_name=name,
+            task=str(self.prediction_task or "auto"),
+            min_requests=min_requests,
+            regression_tolerance=as_number(self.regression_tolerance, "regression_tolerance"),
+            labels=labels,
+            window=window,
+            mode="replay" if self.replay_dataset else "capture",
+            **filters,
+        )
+
+    def _log_metrics(self, report: dict[str, Any]) -> None:
+        for side in ("champion", "candidate"):
+            m = report[side]["metrics"]
+            shown = {k: v for k, v in m.items() if not k.endswith(("_ci_low", "_ci_high"))}
+            self.log.info(
+                "%s v%s: %s",
+                side,
+                report[side]["version"],
+                ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
+            )
+
+
+class ShadowGateOperator(SagaBaseOperator):
+    """Decide on a shadow report with the gate's condition language, act, and log the report in MLflow.
+
+    :param conditions: e.g. ``"error_rate <= 0.01 and agreement >= 0.95 and accuracy >= champion.accuracy"``.
+    :param on_pass: ``promote`` (challenger -> champion; must be Approved), ``keep`` or ``remove``.
+    :param on_fail: ``remove`` (drop the challenger alias), ``keep`` (keep testing) or ``promote``.
+    :param fail_on_block: also fail the task when the gate blocks (after acting), so alerting fires.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "report", "conditions", "on_pass", "on_fail")
+    ui_color = "#ffe9c7"
+    operator_extra_links = (MlflowModelVersionLink(),)
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        report: dict[str, Any] | str,
+        conditions: Any = DEFAULT_SHADOW_CONDITIONS,
+        on_pass: str = "keep",
+        on_fail: str = "keep",
+        fail_on_block: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.report = report
+        self.conditions = conditions
+        self.on_pass = on_pass
+        self.on_fail = on_fail
+        self.fail_on_block = fail_on_block
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_saga.core import tags as T
+        from airflow_saga.core.conditions import evaluate, format_decision
+        from airflow_saga.core.monitoring import log_shadow_report
+        from airflow_saga.core.promotion import promote, remove_alias
+
+        name = str(self.model_name)
+        report = as_dict(self.report, "report")
+        if not report:
+            raise AirflowSkipException("No shadow report (the comparison was skipped)")
+        for field, value in (("on_pass", self.on_pass), ("on_fail", self.on_fail)):
+            if value not in ACTIONS:
+                raise AirflowFailException(f"{field} must be one of {ACTIONS}, got {value!r}")
+        version = str(report["candidate"]["version"])
+        if report.get("challenger_failed"):
+            decision = {
+                "passed": False,
+                "expression": str(self.conditions),
+                "checks": [],
+                "reasons": [report["challenger_failed"]],
+            }
+        else:
+            with saga_errors():
+                decision = evaluate(self.conditions, report)
+        self.log.info("%s", format_decision(decision))
+        action = self.on_pass if decision["passed"] else self.on_fail
+        decision["action"] = action
+        run_ref = context["ti"].run_id
+        reason = (
+            f"shadow comparison {'passed' if decision['passed'] else 'blocked'} in "
+            f"{context['ti'].dag_id} run {run_ref}: {decision['expression']}"
+        )
+        if decision["reasons"]:
+            reason += " (" + "; ".join(decision["reasons"])[:600] + ")"
+        with saga_errors():
+            client = self.hook.client
+            logged = log_shadow_report(client, name, version, report, decision)
+            self.log.info("Shadow report logged on run %s: %s", logged["run_id"], logged["html_uri"])
+            result: dict[str, Any] = {"action": action, "decision": decision, "version": version, **logged}
+            if action == "promote":
+                res = promote(client, name, version, T.CHAMPION, by="airflow-saga shadow gate", reason=reason)
+                result["promotion"] = res.as_dict()
+                self.log.info("Promoted %r v%s to champion (previous: %s)", name, version, res.previous)
+            elif action == "remove":
+                holder = (client.get_registered_model(name).aliases or {}).get(T.CHALLENGER)
+                if holder is not None and str(holder) != version:
+                    self.log.warning("Challenger moved to v%s meanwhile; not removing it", holder)
+                    result["promotion"] = None
+                else:
+                    res = remove_alias(
+                        client, name, T.CHALLENGER, by="airflow-saga shadow gate", reason=reason
+                    )
+                    result["promotion"] = res.as_dict()
+                    self.log.info("Removed the challenger alias from %r v%s", name, version)
+            else:
+                self.log.info("Keeping v%s of %r as challenger: testing continues", version, name)
+        ui = self.hook.settings.browser_url
+        set_mlflow_links(self, context, model_version_url=mlflow_model_version_url(ui, name, version))
+        context["ti"].xcom_push(key="decision", value=decision)
+        if self.fail_on_block and not decision["passed"]:
+            raise AirflowFailException(
+                f"Shadow gate blocked challenger v{version} ({action}):\n" + format_decision(decision)
+            )
+        return result
