@@ -110,7 +110,7 @@ from airflow.dag_processing.dagbag import DagBag
 def dag():
     return DagBag(dag_folder=cfg["repo"] + "/dags/saga_training_pipeline.py").get_dag("saga_training_pipeline")
 conf = {"data_source": cfg["source"], "estimator": cfg["estimator"], "hyperparameters": cfg["params"],
-        "conditions": "accuracy >= 0.5"}
+        "conditions": "accuracy >= 0.5", "approval_mode": "auto"}
 def once(tag):
     d = dag()
     t0 = time.perf_counter()

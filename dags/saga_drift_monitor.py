@@ -57,7 +57,9 @@ with DAG(
             {"drift_share": 0.5, "min_rows": 100, "sample_rows": 100000},
             type="object",
             description="drift_share, method/num_method/cat_method, per_column_method, threshold/"
-            "num_threshold/cat_threshold, per_column_threshold (Evidently names), sample_rows, min_rows",
+            "num_threshold/cat_threshold, per_column_threshold (Evidently names), sample_rows, min_rows; "
+            "model quality on /feedback labels: min_labelled_rows (default 30), task (auto/classification/"
+            "regression)",
         ),
         "evidently_workspace": Param(
             os.environ.get("SAGA_EVIDENTLY_WORKSPACE") or ".saga/evidently",

@@ -92,6 +92,24 @@ def train_and_approve(api: Any, name: str, conf: dict, approver: str = "approved
     return {"run_id": run_id, "state": run["state"], "version": reg["version"] if reg else None}
 
 
+def trace_prediction(mlflow_url: str, name: str, capture_dir: Any, inference_id: str) -> str:
+    """Follow one served prediction back: capture record -> model version -> training run -> data."""
+    from airflow_saga.core.capture import read_capture
+    from airflow_saga.core.lineage_query import lineage
+    from airflow_saga.core.mlflow_client import MlflowSettings, build_client
+
+    rows = read_capture(capture_dir, name, columns=["inference_id", "model_version", "variant", "prediction"])
+    row = rows[rows["inference_id"] == inference_id].iloc[0]
+    chain = lineage(build_client(MlflowSettings(mlflow_url)), name, str(row["model_version"]))
+    run = chain.get("run") or {}
+    data = chain.get("dataset") or {}
+    return (
+        f"prediction {inference_id} = {row['prediction']} was served by {row['variant']} "
+        f"v{row['model_version']} <- training run {run.get('id')} <- dataset {data.get('digest')} "
+        f"({data.get('source')}) <- Airflow run {(chain.get('airflow') or {}).get('run_id')}"
+    )
+
+
 def online_lifecycle(api: Any, mlflow_url: str, airflow_url: str, name: str, home: Any) -> bool:
     """Steps 3-8 of the demo; returns True when every step had the expected outcome."""
     import requests
@@ -183,10 +201,7 @@ def online_lifecycle(api: Any, mlflow_url: str, airflow_url: str, name: str, hom
         time.sleep(4)
         served = requests.post(f"{gw.url}/invocations", json={"instances": [[0.0] * 30]}, timeout=30)
         _step(f"gateway serves version {served.headers.get('x-saga-model-version')} again, without a restart")
-        _step(
-            f"a served prediction traces back: inference {ids[0]} -> capture record -> model version -> "
-            f"`saga lineage {name} <version>`; metrics at {gw.url}/metrics"
-        )
+        _step(trace_prediction(mlflow_url, name, gw.capture_dir, ids[0]))
     finally:
         gw.stop()
     return bool(ok)

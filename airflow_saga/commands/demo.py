@@ -1,8 +1,10 @@
 """``saga demo``: start the embedded stack, run the lifecycle through Airflow's REST API, print the outcome.
 
 This is the README's first command. It starts an MLflow server (SQLite, local artifacts) and Airflow's
-embedded topology (SQLite, LocalExecutor) with the package's ``dags/``, all on 127.0.0.1, triggers the
-training pipeline, waits, and prints what happened with the UI URLs. ``--keep-running`` leaves the stack up.
+embedded topology (SQLite, LocalExecutor) with the package's ``dags/``, all on 127.0.0.1, and runs the whole
+lifecycle: training pipeline with human approval, a challenger, live traffic through the gateway, shadow
+comparison, drift -> retraining, rollback (``commands/_lifecycle.py``). It prints each step's outcome and the
+UI URLs. ``--training-only`` stops after the first training run; ``--keep-running`` leaves the stack up.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--keep-running", action="store_true", help="leave MLflow and Airflow running for browsing"
     )
+    p.add_argument(
+        "--training-only",
+        action="store_true",
+        help="stop after the training pipeline (skip gateway, shadow comparison, drift, rollback)",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,11 +53,17 @@ def step(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from airflow_saga.devstack.airflow import AirflowStack
     from airflow_saga.devstack.api import AirflowApi
     from airflow_saga.devstack.mlflow_server import MlflowServer
     from airflow_saga.devstack.procs import free_port
 
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM too: the finally-block below must stop every process we started
+
+    signal.signal(signal.SIGTERM, _interrupt)
     home = Path(args.home).resolve()
     dags = Path(args.dags_folder).resolve() if args.dags_folder else default_dags_folder()
     mlflow_port = _port_or_free(args.mlflow_port, free_port)

@@ -318,17 +318,18 @@ def _json_default(obj: Any) -> Any:
 # --- reader --------------------------------------------------------------------------------------------
 
 
-def _to_utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    if value is None:
+def to_utc(value: dt.datetime | str | None) -> dt.datetime | None:
+    """An aware UTC datetime; naive values are taken as UTC; None or "" (an unset Param) mean no bound."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
+        value = dt.datetime.fromisoformat(value.strip())
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
 
 
-def _partition_dirs(base: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
+def partition_dirs(base: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
     """Hour partitions under ``base`` that may hold rows in [start, end), by their names alone."""
     if not base.is_dir():
         return []
@@ -428,9 +429,9 @@ def read_capture(
     """
     import pandas as pd
 
-    s, e = _to_utc(start), _to_utc(end)
+    s, e = to_utc(start), to_utc(end)
     base = confined(root, model_dirname(model))
-    df = _read_dirs(_partition_dirs(base, s, e))
+    df = _read_dirs(partition_dirs(base, s, e))
     if df.empty:
         df = pd.DataFrame({c: pd.Series(dtype="object") for c in RECORD_FIELDS})
         df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
@@ -464,9 +465,9 @@ def read_feedback(
     """Ground-truth records of ``model`` received in [start, end); the latest per (inference_id, row) wins."""
     import pandas as pd
 
-    s, e = _to_utc(start), _to_utc(end)
+    s, e = to_utc(start), to_utc(end)
     base = confined(root, model_dirname(model), FEEDBACK_DIR)
-    df = _read_dirs(_partition_dirs(base, s, e))
+    df = _read_dirs(partition_dirs(base, s, e))
     if df.empty:
         out = pd.DataFrame({c: pd.Series(dtype="object") for c in FEEDBACK_FIELDS})
         out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)

@@ -14,15 +14,15 @@ Timestamps are compared as strings: ``core.capture.iso`` always writes UTC with 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import io
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_saga.core.capture import FEEDBACK_DIR, confined, iso, model_dirname
+from airflow_saga.core.capture import FEEDBACK_DIR, confined, iso, model_dirname, partition_dirs, to_utc
 from airflow_saga.core.errors import CaptureError
 
 if TYPE_CHECKING:
+    import datetime as dt
     import os
     from pathlib import Path
 
@@ -31,35 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURE_PREFIX = "features."
-
-
-def to_utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
-def partition_dirs(base: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
-    """Hour partitions under ``base`` that may hold rows in [start, end), judged by their names alone."""
-    if not base.is_dir():
-        return []
-    lo = start.replace(minute=0, second=0, microsecond=0) if start else None
-    out = []
-    for ddir in sorted(base.glob("date=*")):
-        for hdir in sorted(ddir.glob("hour=*")):
-            try:
-                when = dt.datetime.strptime(f"{ddir.name[5:]} {hdir.name[5:]}", "%Y-%m-%d %H")
-            except ValueError:
-                continue
-            when = when.replace(tzinfo=dt.UTC)
-            if (lo is None or when >= lo) and (end is None or when < end):
-                out.append(hdir)
-    return out
-
 
 SNIFF_LINES = 1000
 BLOCK_SIZE = 8 << 20

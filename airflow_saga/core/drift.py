@@ -20,6 +20,14 @@ Edge cases give a clear outcome: an empty or too-small window raises ``Insuffici
 monitor skips); features of the baseline missing from the capture, or entirely missing (all NaN) in the
 window, are reported and count as drifted (traffic without a feature the model needs is an incident);
 features the baseline lacks are listed and ignored; a model without a baseline raises ``NoBaselineError``.
+
+Model quality, when ground truth exists
+    Labels sent to the gateway's ``/feedback`` are joined to the window's captured predictions of the served
+    version (as the shadow comparison does). With at least ``min_labelled_rows`` labelled rows, Evidently's
+    ``ClassificationPreset`` (binary or multiclass, on labels) or ``RegressionPreset`` gives the served
+    model's quality on them (``result["quality"]``, a second report). It informs only: the drift verdict is
+    unchanged. Too few labels skip it with a note; when Evidently cannot compute it (e.g. a constant
+    regression error, "Too many bins for data range") the metrics come from numpy and the note says so.
 """
 
 from __future__ import annotations
@@ -43,6 +51,19 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "saga.drift/v1"
 MISSING = "missing"
+TASKS = ("auto", "classification", "regression")
+# Evidently metric type -> our key; MAE and MeanError values are {"mean", "std"} (the mean is taken)
+QUALITY_METRICS = {
+    "Accuracy": "accuracy",
+    "Precision": "precision",
+    "Recall": "recall",
+    "F1Score": "f1",
+    "MAE": "mae",
+    "RMSE": "rmse",
+    "R2Score": "r2",
+    "MeanError": "mean_error",
+    "AbsMaxError": "abs_max_error",
+}
 
 
 @dataclasses.dataclass
@@ -60,6 +81,8 @@ class DriftConfig:
     per_column_threshold: dict[str, float] = dataclasses.field(default_factory=dict)
     sample_rows: int = 100_000
     min_rows: int = 100
+    min_labelled_rows: int = 30
+    task: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DriftConfig:
@@ -71,6 +94,8 @@ class DriftConfig:
         cfg = cls(**data)
         if not 0 < cfg.drift_share <= 1:
             raise DataError(f"drift_share must be in (0, 1], got {cfg.drift_share}")
+        if cfg.task not in TASKS:
+            raise DataError(f"task must be one of {list(TASKS)}, got {cfg.task!r}")
         return cfg
 
     def method_for(self, column: str, kind: str) -> str | None:
@@ -322,6 +347,190 @@ def _attach_sample_scores(result: dict[str, Any], snapshot: Any) -> None:
             result["features"][col]["report_score"] = float(m["value"])
 
 
+# --- model quality on labelled rows ---------------------------------------------------------------------
+
+
+def read_labelled(
+    root: str, model_name: str, start: Any, end: Any, version: str | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Captured predictions of the window (of ``version``) joined with their ground truth: the labelled rows
+    as ``prediction``/``target`` columns, and the number of captured rows they come from."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from airflow_saga.core.capture_scan import scan_capture, scan_feedback
+    from airflow_saga.core.shadow import _np, join_labels
+
+    empty = pd.DataFrame({"prediction": pd.Series([], dtype=float), "target": pd.Series([], dtype=float)})
+    table = scan_capture(root, model_name, start, end, ["inference_id", "row", "model_version", "prediction"])
+    if version is not None and "model_version" in table.column_names and table.num_rows:
+        table = table.filter(pc.equal(table.column("model_version").cast(pa.string()), str(version)))
+    if table.num_rows == 0 or "prediction" not in table.column_names:
+        return empty, table.num_rows
+    if "row" not in table.column_names:
+        table = table.append_column("row", pa.nulls(table.num_rows))
+    feedback = scan_feedback(root, model_name, start)
+    if feedback.num_rows == 0 or "ground_truth" not in feedback.column_names:
+        return empty, table.num_rows
+    truth = join_labels(table, feedback)
+    pred = _np(table.column("prediction"))
+    has = (pd.notna(truth) & pd.notna(pred)).astype(bool)
+    return pd.DataFrame({"prediction": pred[has], "target": truth[has]}), table.num_rows
+
+
+def _tidy_labels(values: Any) -> Any:
+    """Integral float labels (1.0) as int64 so Evidently shows and matches them as 1."""
+    import numpy as np
+
+    if values.dtype.kind == "f" and np.all(values == np.round(values)):
+        return values.astype("int64")
+    return values
+
+
+def compute_quality(
+    labelled: pd.DataFrame,
+    config: DriftConfig | None = None,
+    *,
+    model_name: str,
+    version: str,
+    captured_rows: int | None = None,
+    with_report: bool = True,
+) -> tuple[dict[str, Any], Any]:
+    """The served model's quality on the labelled rows (``read_labelled``) and its Evidently snapshot.
+
+    Never raises for the data: too few labels give ``status: "skipped"`` with a note; an Evidently failure
+    falls back to numpy metrics (``source: "numpy"``) with the reason."""
+    import numpy as np
+    import pandas as pd
+
+    from airflow_saga.core.shadow import _same_kind, infer_task
+
+    config = config or DriftConfig()
+    t0 = time.perf_counter()
+    n = len(labelled)
+    out: dict[str, Any] = {"labelled_rows": n, "min_labelled_rows": config.min_labelled_rows}
+    if captured_rows:
+        out["coverage"] = n / captured_rows
+    if n < config.min_labelled_rows:
+        why = "no ground truth (gateway /feedback) joined to" if n == 0 else f"only {n} labelled row(s) among"
+        out.update(
+            status="skipped",
+            note=f"{why} the window's predictions of v{version}; model quality needs at least "
+            f"{config.min_labelled_rows} (min_labelled_rows)",
+        )
+        return out, None
+    truth, pred = labelled["target"].to_numpy(), labelled["prediction"].to_numpy()
+    task = config.task
+    if task == "auto":
+        task = infer_task(pred)
+    if task == "classification":
+        t, p = (_tidy_labels(a) for a in _same_kind(truth, pred))
+        classes = sorted(set(t.tolist()) | set(p.tolist()), key=str)
+        kind = "binary" if len(classes) <= 2 else "multiclass"
+        frame = pd.DataFrame({"target": t, "prediction": p})
+        if kind == "binary":
+            out["pos_label"] = 1 if 1 in classes else classes[-1]
+        out["classes"] = len(classes)
+    else:
+        kind = "regression"
+        frame = pd.DataFrame(
+            {"target": pd.to_numeric(pd.Series(truth), errors="coerce"), "prediction": pred.astype(float)}
+        )
+        frame = frame[np.isfinite(frame["target"]) & np.isfinite(frame["prediction"])]
+        out["labelled_rows"] = len(frame)
+    out.update(status="computed", task=task, kind=kind)
+    snapshot = None
+    try:
+        snapshot = quality_report(frame, kind, out.get("pos_label"), model_name, version)
+        metrics = {}
+        for m in snapshot.dict().get("metrics", []):
+            key = QUALITY_METRICS.get(str((m.get("config") or {}).get("type", "")).rsplit(":", 1)[-1])
+            value = m.get("value")
+            value = value.get("mean") if isinstance(value, dict) else value
+            if key and isinstance(value, int | float):
+                metrics[key] = float(value)
+        out["source"] = "evidently"
+    except Exception as exc:  # quality only informs: never lose the drift result over it
+        log.warning("Evidently could not compute model quality (%s); using numpy metrics", exc)
+        metrics = _numpy_quality(frame, kind)
+        out.update(source="numpy", note=f"Evidently could not compute the quality report: {exc}")
+        snapshot = None
+    if not with_report:
+        snapshot = None
+    out["metrics"] = metrics
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return finite(out), snapshot
+
+
+def quality_report(frame: pd.DataFrame, kind: str, pos_label: Any, model_name: str, version: str) -> Any:
+    """``Report([ClassificationPreset])`` (labels, not probas) or ``Report([RegressionPreset])``."""
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Regression,
+        Report,
+    )
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    if kind == "regression":
+        dd = DataDefinition(
+            numerical_columns=["target", "prediction"],
+            regression=[Regression(target="target", prediction="prediction")],
+        )
+        preset: Any = RegressionPreset()
+    else:
+        task = (
+            BinaryClassification(target="target", prediction_labels="prediction", pos_label=pos_label)
+            if kind == "binary"
+            else MulticlassClassification(target="target", prediction_labels="prediction")
+        )
+        dd = DataDefinition(categorical_columns=["target", "prediction"], classification=[task])
+        preset = ClassificationPreset()
+    report = Report(
+        [preset],
+        metadata={"model_name": str(model_name), "version": str(version), "labelled_rows": str(len(frame))},
+        tags=["saga", "quality", str(model_name)],
+    )
+    return report.run(Dataset.from_pandas(frame, data_definition=dd), None)
+
+
+def _numpy_quality(frame: pd.DataFrame, kind: str) -> dict[str, float]:
+    import numpy as np
+
+    t, p = frame["target"].to_numpy(), frame["prediction"].to_numpy()
+    if kind != "regression":
+        return {"accuracy": float(np.mean(t == p))}
+    err = p - t
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err * err))),
+        "r2": 1 - float(np.sum(err * err)) / ss_tot if ss_tot else float("nan"),
+        "mean_error": float(err.mean()),
+        "abs_max_error": float(np.max(np.abs(err))),
+    }
+
+
+def quality_summary(quality: dict[str, Any] | None) -> str:
+    if not quality:
+        return ""
+    if quality.get("status") != "computed":
+        return f"Model quality not computed: {quality.get('note', 'no labels')}"
+    shown = [
+        f"{k} {v:.4g}"
+        for k, v in quality.get("metrics", {}).items()
+        if k in ("accuracy", "f1", "precision", "recall", "mae", "rmse", "r2") and v is not None
+    ]
+    note = f" ({quality['note']})" if quality.get("note") else ""
+    return (
+        f"Model quality on {quality['labelled_rows']} labelled rows ({quality['kind']}): "
+        f"{', '.join(shown) or 'no metrics'}{note}"
+    )
+
+
 def summary(result: dict[str, Any]) -> str:
     """A readable per-feature table for task logs and failure messages."""
     head = (
@@ -341,4 +550,7 @@ def summary(result: dict[str, Any]) -> str:
     added = result.get("schema_changes", {}).get("added") or []
     if added:
         lines.append(f"  features not in the baseline (ignored): {', '.join(added[:20])}")
+    quality = quality_summary(result.get("quality"))
+    if quality:
+        lines.append(quality)
     return "\n".join(lines)

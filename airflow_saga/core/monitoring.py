@@ -196,8 +196,12 @@ def log_drift_run(
     *,
     experiment: str = MONITORING_EXPERIMENT,
     airflow: dict[str, str] | None = None,
+    quality_snapshot: Any = None,
 ) -> dict[str, str]:
-    """One MLflow run per drift check: metrics, per-feature table, Evidently HTML; tags link the version."""
+    """One MLflow run per drift check: metrics, per-feature table, Evidently HTML; tags link the version.
+
+    Model quality on labelled rows (``result["quality"]``) adds ``quality.*`` metrics and
+    ``drift/quality.html`` (Evidently's classification or regression preset)."""
     from mlflow.entities import Metric
 
     from airflow_saga.core.evaluation import log_json_artifact
@@ -226,6 +230,12 @@ def log_drift_run(
         for feat, r in result["features"].items():
             if isinstance(r.get("score"), float) and math.isfinite(r["score"]):
                 metrics.append(Metric(f"drift.score.{_metric_key(feat)}", r["score"], now, 0))
+        quality = result.get("quality") or {}
+        if quality:
+            metrics.append(Metric("quality.labelled_rows", float(quality.get("labelled_rows", 0)), now, 0))
+        for key, value in (quality.get("metrics") or {}).items():
+            if isinstance(value, float) and math.isfinite(value):
+                metrics.append(Metric(f"quality.{_metric_key(key)}", value, now, 0))
         client.log_batch(run_id, metrics=metrics)
         out = {"run_id": run_id, "experiment_id": exp_id}
         out["result_uri"] = log_json_artifact(client, run_id, result, "drift/result.json")
@@ -235,6 +245,12 @@ def log_drift_run(
                 snapshot.save_html(str(path))
                 client.log_artifact(run_id, str(path), artifact_path="drift")
             out["html_uri"] = f"runs:/{run_id}/drift/report.html"
+        if quality_snapshot is not None:
+            with tempfile.TemporaryDirectory(prefix="saga-quality-") as tmp:
+                path = Path(tmp) / "quality.html"
+                quality_snapshot.save_html(str(path))
+                client.log_artifact(run_id, str(path), artifact_path="drift")
+            out["quality_html_uri"] = f"runs:/{run_id}/drift/quality.html"
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")

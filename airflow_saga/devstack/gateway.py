@@ -18,6 +18,8 @@ class GatewayProcess:
         *,
         port: int | None = None,
         shadow: str | None = "challenger",
+        poll_interval: float = 2.0,
+        log_level: str = "warning",
     ) -> None:
         self.root = Path(root)
         self.port = port or free_port()
@@ -27,7 +29,7 @@ class GatewayProcess:
         self.cmd = [
             str(VENV_BIN / "saga"), "serve", model, "--host", "127.0.0.1", "--port", str(self.port),
             "--tracking-uri", tracking_uri, "--capture-dir", str(self.capture_dir),
-            "--poll-interval", "2", "--flush-interval", "1",
+            "--poll-interval", str(poll_interval), "--flush-interval", "1", "--log-level", log_level,
         ]  # fmt: skip
         if shadow:
             self.cmd += ["--shadow", shadow, "--shadow-sample", "100"]

@@ -36,7 +36,9 @@ class DriftMonitorOperator(SagaBaseOperator):
 
     :param alias: the alias whose version is judged (its baseline is the reference); default champion.
     :param thresholds: ``DriftConfig`` keys: drift_share, method, num_method, cat_method, per_column_method,
-        threshold, num_threshold, cat_threshold, per_column_threshold, sample_rows, min_rows.
+        threshold, num_threshold, cat_threshold, per_column_threshold, sample_rows, min_rows; and for the
+        model quality on ``/feedback`` labels (informative, not part of the verdict): min_labelled_rows
+        (default 30) and task (auto, classification or regression).
     :param evidently_workspace: local Evidently workspace path ('' to skip) for ``evidently ui`` trends.
     """
 
@@ -120,13 +122,24 @@ class DriftMonitorOperator(SagaBaseOperator):
                 )
             except drift.InsufficientDataError as exc:
                 raise AirflowSkipException(f"Not enough data to judge drift: {exc}") from exc
+            labelled, captured = drift.read_labelled(root, name, s, e, version)
+            result["quality"], quality_snapshot = drift.compute_quality(
+                labelled, config, model_name=name, version=version, captured_rows=captured
+            )
             logged = log_drift_run(
-                client, result, snapshot, experiment=str(self.experiment), airflow=airflow_facts(context)
+                client,
+                result,
+                snapshot,
+                experiment=str(self.experiment),
+                airflow=airflow_facts(context),
+                quality_snapshot=quality_snapshot,
             )
             result["mlflow"] = logged
             ws = str(self.evidently_workspace or "")
             if ws and snapshot is not None:
                 result["evidently"] = add_to_workspace(ws, f"saga-{name}", snapshot)
+            if ws and quality_snapshot is not None:
+                result["evidently_quality"] = add_to_workspace(ws, f"saga-{name}", quality_snapshot)
         self.log.info("%s", drift.summary(result))
         ui = self.hook.settings.browser_url
         set_mlflow_links(self, context, run_url=mlflow_run_url(ui, logged["experiment_id"], logged["run_id"]))

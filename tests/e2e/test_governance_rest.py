@@ -57,6 +57,10 @@ def test_hitl_approval_promotion_rollback_and_rejection(e2e_stack):
     assert client.get_registered_model(name).aliases == {T.CHAMPION: "1"}
     links = api.links(DAG, r1, "register")
     assert any(v and f"/models/{name}/versions/1" in v for v in links.values()), links
+    # the MLflow entry in Airflow's navigation bar points at this stack's MLflow
+    plugins = api._req("GET", "/plugins")["plugins"]
+    saga = next(p for p in plugins if p["name"] == "saga")
+    assert any(v["name"] == "MLflow" and v["href"] == url for v in saga["external_views"]), saga
 
     # 2. a second approved version becomes challenger; promoting it by CLI records the previous champion
     r2 = api.trigger(DAG, {"model_name": name})

@@ -34,7 +34,8 @@ import requests
 from airflow_saga.core import tags as T
 from airflow_saga.core.mlflow_client import MlflowSettings, build_client
 from airflow_saga.devstack.api import AirflowApi
-from airflow_saga.devstack.procs import VENV_BIN, bytecode_env, free_port, spawn, stop, tail, wait_http
+from airflow_saga.devstack.gateway import GatewayProcess as Gateway
+from airflow_saga.devstack.procs import VENV_BIN, bytecode_env, tail
 from tests.conftest import DAGS_DIR, REPO
 
 pytestmark = pytest.mark.e2e
@@ -97,43 +98,7 @@ def _flush_redis_db(n: int, token: str) -> None:
         r.flushdb()
 
 
-# --- the gateway as a process (the compose file's `saga-gateway` service) --------------------------------
-class Gateway:
-    """``saga serve`` exactly as the compose file runs it, but on loopback and a free port."""
-
-    def __init__(self, root: Path, model: str, tracking_uri: str) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.capture_dir = root / "capture"
-        self.log = root / "gateway.log"
-        self.cmd = [
-            str(VENV_BIN / "saga"), "serve", model,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--tracking-uri", tracking_uri,
-            "--capture-dir", str(self.capture_dir),
-            "--shadow", "challenger",
-            "--poll-interval", "1", "--flush-interval", "1", "--log-level", "info",
-        ]  # fmt: skip
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180) -> Gateway:
-        env = {**os.environ, **bytecode_env()}
-        env.pop("SAGA_SERVE_TOKEN", None)
-        env.pop("MLFLOW_TRACKING_URI", None)
-        self.proc = spawn(self.cmd, self.log, env)
-        wait_http(f"{self.url}/ping", timeout, self.proc, self.log, ok=(200,))
-        return self
-
-    def health(self) -> dict:
-        return requests.get(f"{self.url}/health", timeout=10).json()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc, timeout=60)
-            self.proc = None
-
-
+# --- the gateway as a process (the compose file's `saga-gateway` service): devstack.gateway -----------------
 # --- resource accounting ---------------------------------------------------------------------------------
 def _group_memory_mib(pid: int) -> tuple[float, float]:
     """RSS and PSS (MiB) summed over every process in ``pid``'s process group (each service is one group)."""
@@ -424,7 +389,7 @@ def lifecycle(scaleout) -> dict:
     out["celery"] = _celery_proof(scaleout, [r1, r2])
 
     # 4. traffic through the gateway (champion serves, challenger mirrored, everything captured)
-    gw = Gateway(scaleout["root"] / "gateway", name, mlflow_url)
+    gw = Gateway(scaleout["root"] / "gateway", name, mlflow_url, poll_interval=1, log_level="info")
     scaleout["started"].append(gw)
     t = time.monotonic()
     gw.start()

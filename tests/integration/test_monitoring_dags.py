@@ -13,7 +13,7 @@ import pytest
 from airflow_saga.core import tags as T
 from tests.integration.conftest import task_states, xcom
 from tests.support import models
-from tests.support.capture_data import write_capture
+from tests.support.capture_data import write_capture, write_feedback
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +58,14 @@ def _with_baseline(client, name: str, version: str) -> None:
     client.set_model_version_tag(name, version, T.BASELINE_URI, f"runs:/{mv.run_id}/data/reference.parquet")
 
 
-def _traffic(root: Path, name: str, *, shift: float, n: int = 3000, version: str = "1", **kw) -> None:
+def _traffic(root: Path, name: str, *, shift: float, n: int = 3000, version: str = "1", **kw) -> dict:
     """Breast-cancer-like rows; ``shift`` moves 20 of the 30 features by that many sigmas."""
     X, _ = models.breast_cancer()
     rng = np.random.default_rng(1)
     x = X.to_numpy()[rng.integers(0, len(X), n)] * rng.normal(1.0, 0.01, size=(n, X.shape[1]))
     if shift:
         x[:, :20] += shift * X.to_numpy()[:, :20].std(axis=0)
-    write_capture(root, name, x, columns=list(X.columns), champion_version=version, **kw)
+    return write_capture(root, name, x, columns=list(X.columns), champion_version=version, **kw)
 
 
 @pytest.fixture
@@ -134,15 +134,28 @@ def test_drift_monitor_detects_shift_emits_asset_and_fails(airflow_db, mlflow_co
 
 def test_drift_monitor_without_shift_passes_quietly(airflow_db, mlflow_conn, mlflow_client, served, tmp_path):
     root = tmp_path / "capture"
-    _traffic(root, served, shift=0.0)
+    info = _traffic(root, served, shift=0.0)
+    # ground truth for half the requests via the capture's _feedback partition: quality informs only
+    truth = np.random.default_rng(3).integers(0, 2, 3000)
+    write_feedback(info["writer"], info["ids"], truth, 10, share=0.5)
     dr = _run("saga_drift_monitor", _drift_conf(served, root, tmp_path, evidently_workspace=""))
     assert task_states(dr) == {
         "detect_drift": "success",
         "emit_drift_event": "skipped",
         "alert_on_drift": "success",
     }
-    assert xcom(dr, "detect_drift")["dataset_drift"] is False
+    result = xcom(dr, "detect_drift")
+    assert result["dataset_drift"] is False
     assert mlflow_client.get_model_version(served, "1").tags[T.DRIFT_VERDICT] == "no_drift"
+    quality = result["quality"]
+    assert quality["status"] == "computed" and quality["kind"] == "binary"
+    assert quality["labelled_rows"] == 1500
+    assert quality["metrics"]["accuracy"] == pytest.approx(float(np.mean(truth[:1500] == 1)))
+    run = mlflow_client.get_run(result["mlflow"]["run_id"])
+    assert run.data.metrics["quality.accuracy"] == pytest.approx(quality["metrics"]["accuracy"])
+    assert run.data.metrics["quality.labelled_rows"] == 1500.0 and "quality.f1" in run.data.metrics
+    arts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "drift")}
+    assert arts == {"drift/report.html", "drift/quality.html", "drift/result.json"}
 
 
 def test_drift_monitor_skips_an_empty_window(airflow_db, mlflow_conn, served, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from airflow_saga.core import baselines, drift
 from airflow_saga.core.capture_scan import scan_capture
 from airflow_saga.core.errors import DataError
-from tests.support.capture_data import features, write_capture
+from tests.support.capture_data import features, write_capture, write_feedback
 
 COLS = [f"f{i}" for i in range(6)]
 
@@ -126,3 +126,85 @@ def test_scan_reads_jsonl_and_parquet_alike_and_skips_torn_lines(tmp_path):
     with open(f, "a") as fh:
         fh.write('{"inference_id": "torn", "row": 0, "timest')
     assert scan_capture(tmp_path / "a", "m", columns=["prediction"]).num_rows == 300
+
+
+# --- model quality on /feedback labels ------------------------------------------------------------------
+
+
+def test_quality_classification_from_capture_and_feedback(tmp_path, reference):
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    x = features(2000, 6, seed=3)
+    info = write_capture(tmp_path, "m", x, challenger_version=None)
+    write_feedback(info["writer"], info["ids"], info["truth"], 10, share=0.5)
+    labelled, captured = drift.read_labelled(str(tmp_path), "m", None, None, "1")
+    assert len(labelled) == 1000 and captured == 2000
+    assert drift.read_labelled(str(tmp_path), "m", None, None, "9")[0].empty
+    quality, snap = drift.compute_quality(labelled, model_name="m", version="1", captured_rows=captured)
+    t, p = info["truth"][:1000], (x[:1000, 0] > 0).astype(int)
+    assert quality["status"] == "computed" and quality["source"] == "evidently"
+    assert quality["kind"] == "binary" and quality["pos_label"] == 1 and quality["coverage"] == 0.5
+    m = quality["metrics"]
+    assert m["accuracy"] == pytest.approx(float(np.mean(t == p)))
+    assert m["f1"] == pytest.approx(f1_score(t, p))
+    assert m["precision"] == pytest.approx(precision_score(t, p))
+    assert m["recall"] == pytest.approx(recall_score(t, p))
+    assert snap is not None
+    result, _ = drift.compute_drift(_baseline(reference), drift.read_current(str(tmp_path), "m", None, None))
+    result["quality"] = quality
+    assert "Model quality on 1000 labelled rows (binary): accuracy" in drift.summary(result)
+    # multiclass string labels, task forced
+    rng = np.random.default_rng(0)
+    truth = rng.choice(["a", "b", "c"], 300)
+    pred = np.where(rng.random(300) < 0.7, truth, "a")
+    cfg = drift.DriftConfig.from_dict({"task": "classification", "min_labelled_rows": 50})
+    multi, _ = drift.compute_quality(
+        pd.DataFrame({"prediction": pred.astype(object), "target": truth.astype(object)}),
+        cfg,
+        model_name="m",
+        version="1",
+    )
+    assert multi["kind"] == "multiclass" and multi["classes"] == 3
+    assert multi["metrics"]["accuracy"] == pytest.approx(float(np.mean(truth == pred)))
+    with pytest.raises(DataError, match="task must be"):
+        drift.DriftConfig.from_dict({"task": "ranking"})
+
+
+def test_quality_regression_and_constant_error(tmp_path):
+    x = features(1000, 4, seed=4)
+    info = write_capture(tmp_path / "a", "m", x, challenger_version=None, regression=True)
+    write_feedback(info["writer"], info["ids"], info["truth"], 10)
+    labelled, _ = drift.read_labelled(str(tmp_path / "a"), "m", None, None, "1")
+    quality, snap = drift.compute_quality(labelled, model_name="m", version="1")
+    err = (x[:, 0] + x[:, 1]) - info["truth"]
+    assert quality["kind"] == "regression" and quality["source"] == "evidently" and snap is not None
+    assert quality["metrics"]["mae"] == pytest.approx(float(np.mean(np.abs(err))))
+    assert quality["metrics"]["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))))
+    assert 0.9 < quality["metrics"]["r2"] <= 1
+    # a constant error crashes Evidently's error histogram ("Too many bins"): numpy metrics, with a note
+    info = write_capture(tmp_path / "b", "m", x, challenger_version=None, regression=True)
+    write_feedback(info["writer"], info["ids"], x[:, 0] + x[:, 1] - 0.5, 10)
+    labelled, _ = drift.read_labelled(str(tmp_path / "b"), "m", None, None, "1")
+    quality, snap = drift.compute_quality(labelled, model_name="m", version="1")
+    assert quality["status"] == "computed" and quality["source"] == "numpy" and snap is None
+    assert "Too many bins" in quality["note"]
+    assert quality["metrics"]["mae"] == pytest.approx(0.5) and quality["metrics"]["mean_error"] == 0.5
+
+
+def test_quality_skipped_without_enough_labels(tmp_path, reference):
+    x = features(500, 6, seed=8)
+    info = write_capture(tmp_path, "m", x, challenger_version=None)
+    labelled, captured = drift.read_labelled(str(tmp_path), "m", None, None, "1")
+    assert labelled.empty and captured == 500
+    quality, snap = drift.compute_quality(labelled, model_name="m", version="1", captured_rows=captured)
+    assert quality["status"] == "skipped" and snap is None and "no ground truth" in quality["note"]
+    assert "metrics" not in quality
+    write_feedback(info["writer"], info["ids"], info["truth"], 10, share=0.04)  # 2 requests, 20 rows
+    labelled, _ = drift.read_labelled(str(tmp_path), "m", None, None, "1")
+    quality, _ = drift.compute_quality(labelled, model_name="m", version="1")
+    assert quality["status"] == "skipped" and "only 20 labelled" in quality["note"]
+    result, _ = drift.compute_drift(
+        _baseline(reference), drift.read_current(str(tmp_path), "m", None, None), with_report=False
+    )
+    result["quality"] = quality
+    assert "Model quality not computed" in drift.summary(result)

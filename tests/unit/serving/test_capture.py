@@ -149,3 +149,18 @@ def test_background_flush_and_backlog(tmp_path):
         time.sleep(0.02)
     assert w.stats.rows == 1 and w.backlog == 0
     w.close()
+
+
+@pytest.mark.parametrize("empty", [None, "", "  "])
+def test_window_bounds_unset_params_mean_no_bound(empty):
+    from airflow_saga.core.capture import to_utc
+
+    assert to_utc(empty) is None
+
+
+def test_window_bounds_naive_means_utc():
+    import datetime as dt
+
+    from airflow_saga.core.capture import to_utc
+
+    assert to_utc("2026-11-22T05:00:00") == dt.datetime(2026, 11, 22, 5, tzinfo=dt.UTC)
