@@ -12,6 +12,7 @@ from airflow_saga.operators._util import as_dict, saga_errors
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+
     from airflow.sdk import Context
 
     from airflow_saga.hooks.mlflow import MlflowHook

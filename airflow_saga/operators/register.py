@@ -16,6 +16,7 @@ from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
     from airflow.sdk import Context
 
 

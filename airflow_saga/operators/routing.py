@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
     from airflow.sdk import Context
 
 APPROVAL_MODES = ("airflow", "mlflow", "auto")
