@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.core.capture import RECORD_FIELDS
 from airflow_saga.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -38,19 +39,8 @@ if TYPE_CHECKING:
 
 SCHEMA = "saga.shadow/v1"
 NOT_SCORED_PREFIXES = ("dropped", "not run")
-COLUMNS = [
-    "inference_id",
-    "row",
-    "variant",
-    "model_version",
-    "prediction",
-    "latency_ms",
-    "shadow_variant",
-    "shadow_model_version",
-    "shadow_prediction",
-    "shadow_latency_ms",
-    "shadow_error",
-]
+# The capture columns a comparison needs: every record field but the features and the per-window constants.
+COLUMNS = [f for f in RECORD_FIELDS if f not in ("timestamp", "model_name", "features")]
 MAX_CONFUSION_LABELS = 20
 Z95 = 1.959963984540054
 
