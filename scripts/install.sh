@@ -13,4 +13,4 @@ if [ ! -x .venv/bin/uv ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==${UV_VERSION}"
 fi
 .venv/bin/uv pip install --quiet --python .venv/bin/python \
-  --constraint requirements/constraints.txt --editable ".[dev,celery]"
+  --constraint requirements/constraints.txt --editable ".[dev,celery,frameworks,openlineage,s3]"
