@@ -113,9 +113,9 @@ class DriftConfig:
 
 
 def _ctype(kind: str) -> Any:
-    from evidently.legacy.core import ColumnType
+    from airflow_saga.core.compat import evidently_column_type
 
-    return ColumnType.Numerical if kind == NUMERICAL else ColumnType.Categorical
+    return evidently_column_type(kind == NUMERICAL)
 
 
 def _clean(s: pd.Series) -> pd.Series:
@@ -132,10 +132,10 @@ def column_drift(
     ref: pd.Series, cur: pd.Series, kind: str, method: str | None, threshold: float | None
 ) -> dict:
     """One feature's drift exactly as Evidently's ``ValueDrift`` computes it (method resolution included)."""
-    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from airflow_saga.core.compat import evidently_stattest
 
     ctype = _ctype(kind)
-    test = get_stattest(ref, cur, ctype, method)
+    test = evidently_stattest(ref, cur, ctype, method)
     result = test(ref, cur, ctype, threshold)
     return {
         "method": test.name,

@@ -57,14 +57,6 @@ _lock = threading.Lock()
 _by_host: dict[str, MlflowSettings] = {}
 _installed = False
 
-# Modules that bind ``http_request`` by name; each must see the wrapper.
-_PATCH_MODULES = (
-    "mlflow.utils.rest_utils",
-    "mlflow.store.tracking.rest_store",
-    "mlflow.store.artifact.http_artifact_repo",
-    "mlflow.utils.file_utils",
-)
-
 
 def _host_key(url: str) -> str:
     p = urlparse(url)
@@ -85,14 +77,13 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
                 host_creds = _with_credentials(host_creds, settings)
         return original(host_creds, endpoint, method, *args, **kwargs)
 
-    http_request.__saga_wrapped__ = original  # type: ignore[attr-defined]
     return http_request
 
 
 def _with_credentials(host_creds: Any, settings: MlflowSettings) -> Any:
-    from mlflow.utils.rest_utils import MlflowHostCreds
+    from airflow_saga.core.compat import mlflow_host_creds
 
-    return MlflowHostCreds(
+    return mlflow_host_creds(
         host=host_creds.host,
         username=settings.username,
         password=settings.password,
@@ -107,16 +98,9 @@ def _install() -> None:
     global _installed
     if _installed:
         return
-    import importlib
+    from airflow_saga.core.compat import install_http_request_wrapper
 
-    for name in _PATCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # pragma: no cover - optional module in some mlflow builds
-            continue
-        current = getattr(module, "http_request", None)
-        if current is not None and not hasattr(current, "__saga_wrapped__"):
-            module.http_request = _wrap(current)  # type: ignore[attr-defined]
+    install_http_request_wrapper(_wrap)
     _installed = True
 
 

@@ -225,6 +225,8 @@ def _log_dataset(client: MlflowClient, run_id: str, frame: Any, data: Any, conte
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
 
+    from airflow_saga.core.compat import dataset_entity
+
     try:
         source: Any = mlflow.data.dataset_source_registry.resolve_dataset_source(data.source)
     except MlflowException:  # e.g. sklearn:<name>; record the name as a code-defined source
@@ -234,7 +236,7 @@ def _log_dataset(client: MlflowClient, run_id: str, frame: Any, data: Any, conte
     ds = mlflow.data.from_pandas(frame, source=source, targets=data.target, name=context, digest=data.digest)
     client.log_inputs(
         run_id,
-        datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+        datasets=[DatasetInput(dataset_entity(ds), tags=[InputTag("mlflow.data.context", context)])],
     )
 
 

@@ -81,13 +81,13 @@ class LoadedModel:
 
 def _fast_method(pyfunc: Any) -> Callable[[np.ndarray], Any] | None:
     """The estimator method pyfunc would call, for MLflow's sklearn flavor; None for anything else."""
-    from mlflow.sklearn import _SklearnModelWrapper
+    from airflow_saga.core.compat import sklearn_estimator_of
 
-    impl = pyfunc._model_impl
-    if not isinstance(impl, _SklearnModelWrapper):
+    estimator = sklearn_estimator_of(pyfunc)
+    if estimator is None:
         return None
     fn_name = pyfunc.metadata.flavors.get("python_function", {}).get("predict_fn", "predict")
-    return getattr(impl.sklearn_model, fn_name, None)
+    return getattr(estimator, fn_name, None)
 
 
 def _prove_fast_path(pyfunc: Any, spec: InputSpec, fast: Callable[[np.ndarray], Any]) -> bool:

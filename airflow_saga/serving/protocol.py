@@ -307,7 +307,7 @@ def jsonable(predictions: Any) -> list[Any]:
         return predictions.tolist()
     if isinstance(predictions, list):
         return [p.item() if isinstance(p, np.generic) else p for p in predictions]
-    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+    from airflow_saga.core.compat import jsonable as mlflow_jsonable
 
-    out = _get_jsonable_obj(predictions, pandas_orient="records")
+    out = mlflow_jsonable(predictions, pandas_orient="records")
     return out if isinstance(out, list) else [out]

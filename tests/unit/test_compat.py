@@ -1,0 +1,126 @@
+"""Upgrade tripwires: every private internal that ``airflow_saga.core.compat`` relies on, checked for real.
+
+Each test exercises one compat function against the installed MLflow / Evidently (no mocks), so an upgrade
+that moves or changes an internal fails here, by name, rather than in a user's task or in the gateway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_saga.core import compat
+
+
+@pytest.mark.parametrize("module", compat.MLFLOW_HTTP_REQUEST_MODULES)
+def test_each_http_request_module_binds_http_request(module):
+    mod = importlib.import_module(module)
+    fn = getattr(mod, "http_request", None)
+    assert callable(fn), f"{module} no longer binds http_request: update MLFLOW_HTTP_REQUEST_MODULES"
+    original = getattr(fn, compat.WRAPPED_MARK, fn)
+    params = list(inspect.signature(original).parameters)
+    assert params[:3] == ["host_creds", "endpoint", "method"], params
+    for kw in ("max_retries", "backoff_factor", "timeout"):
+        assert kw in params, f"http_request lost its {kw!r} argument"
+
+
+def test_rest_store_calls_http_request_through_the_module_name():
+    """The wrapper only sees requests made through the module-level name, so check the callers use it."""
+    from mlflow.utils import rest_utils
+
+    src = inspect.getsource(rest_utils.call_endpoint)
+    assert "http_request(" in src
+
+
+def test_install_wrapper_is_idempotent_and_marks_the_original():
+    calls = []
+
+    def wrap(original):
+        def wrapper(*args, **kwargs):
+            calls.append(args[1])
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    compat.install_http_request_wrapper(wrap)
+    again = compat.install_http_request_wrapper(wrap)
+    assert again == []  # already wrapped everywhere (by us or by airflow_saga.core.mlflow_client)
+    from mlflow.utils import rest_utils
+
+    assert hasattr(rest_utils.http_request, compat.WRAPPED_MARK)
+
+
+def test_host_creds_fields():
+    creds = compat.mlflow_host_creds(host="http://x", username="u", password="p", token=None)
+    assert (creds.host, creds.username, creds.password) == ("http://x", "u", "p")
+
+
+def _saved_sklearn_pyfunc(tmp_path, estimator):
+    import mlflow.pyfunc
+    import mlflow.sklearn
+
+    path = tmp_path / "m"
+    mlflow.sklearn.save_model(estimator, str(path), serialization_format="cloudpickle")
+    return mlflow.pyfunc.load_model(str(path))
+
+
+def test_sklearn_estimator_of_finds_the_estimator_and_refuses_other_flavors(tmp_path):
+    import mlflow.pyfunc
+    from sklearn.linear_model import LinearRegression
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 1.0]})
+    est = LinearRegression().fit(X, [0.0, 1.0, 2.0])
+    pyfunc = _saved_sklearn_pyfunc(tmp_path, est)
+    inner = compat.sklearn_estimator_of(pyfunc)
+    assert isinstance(inner, LinearRegression)
+    np.testing.assert_allclose(inner.predict(X.to_numpy()), pyfunc.predict(X))
+    assert compat.pyfunc_implementation(pyfunc) is not None
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [1] * len(model_input)
+
+    path = tmp_path / "p"
+    mlflow.pyfunc.save_model(str(path), python_model=Constant(), pip_requirements=["mlflow"])
+    assert compat.sklearn_estimator_of(mlflow.pyfunc.load_model(str(path))) is None
+
+
+def test_jsonable_shapes_like_the_scoring_server():
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    assert compat.jsonable(frame) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    assert compat.jsonable(np.array([1.5, 2.5])) == [1.5, 2.5]
+
+
+def test_dataset_entity_carries_digest_and_source():
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import Dataset
+
+    ds = mlflow.data.from_pandas(
+        pd.DataFrame({"x": [1.0, 2.0]}), source=CodeDatasetSource(tags={}), name="n", digest="abc123"
+    )
+    entity = compat.dataset_entity(ds)
+    assert isinstance(entity, Dataset)
+    assert (entity.name, entity.digest) == ("n", "abc123")
+
+
+@pytest.mark.parametrize("numerical", [True, False])
+def test_evidently_stattest_default_selection_and_call(numerical):
+    rng = np.random.default_rng(0)
+    if numerical:
+        ref, cur = pd.Series(rng.normal(size=2000)), pd.Series(rng.normal(1.0, size=2000))
+    else:
+        ref = pd.Series(rng.choice(["a", "b"], size=2000))
+        cur = pd.Series(rng.choice(["a", "b"], p=[0.9, 0.1], size=2000))
+    ctype = compat.evidently_column_type(numerical)
+    test = compat.evidently_stattest(ref, cur, ctype, None)
+    assert isinstance(test.name, str) and test.display_name
+    result = test(ref, cur, ctype, None)
+    assert result.drifted is True or bool(result.drifted) is True
+    assert np.isfinite(float(result.drift_score)) and np.isfinite(float(result.actual_threshold))
+    explicit = compat.evidently_stattest(ref, cur, ctype, "psi")
+    assert explicit.name == "psi"
