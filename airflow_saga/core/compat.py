@@ -97,6 +97,21 @@ def dataset_entity(dataset: Any) -> Any:
     return dataset._to_mlflow_entity()
 
 
+def end_run(client: Any, run_id: str, status: str, end_time_ms: int) -> None:
+    """Set a run's status and end time in ONE request, without printing "View run" lines to stdout.
+
+    ``MlflowClient.set_terminated`` first fetches the run to print its URL and ``update_run`` fetches it to
+    keep its end time; the governance history ends one run per entry, inside a lock, so the extra request
+    matters. Relies on ``MlflowClient._tracking_client.store.update_run_info(run_id, run_status, end_time,
+    run_name)``.
+    """
+    from mlflow.entities import RunStatus
+
+    client._tracking_client.store.update_run_info(
+        run_id, run_status=RunStatus.from_string(status), end_time=end_time_ms, run_name=None
+    )
+
+
 # ---------------------------------------------------------------------------------------------- Evidently
 def evidently_column_type(numerical: bool) -> Any:
     """Evidently's ``ColumnType`` (numerical or categorical), which its stat-test registry takes.

@@ -47,6 +47,29 @@ class PromotionError(RegistryError):
     """A promotion or rollback was refused; nothing was changed."""
 
 
+class AliasMovedError(PromotionError):
+    """An alias change conditional on the alias's holder (``expect_holder=``) found another holder."""
+
+
+class GovernanceBusyError(PromotionError):
+    """The model's governance lock could not be had in time, or was lost before the change was complete.
+
+    Unlike the other refusals this one is transient: nothing (more) was written, so retrying is safe and
+    usually succeeds. Operators map it to a retryable failure.
+    """
+
+
+class PolicyError(RegistryError):
+    """A governance policy refused a change (who may approve, four-eyes, protected aliases, ...).
+
+    ``rule`` names the policy rule, so callers and the UI can show which one refused.
+    """
+
+    def __init__(self, message: str, rule: str = "policy") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
 class CaptureError(SagaError):
     """Data-capture files or locations are invalid."""
 

@@ -119,9 +119,7 @@ def lineage(client: MlflowClient, name: str, version_or_alias: str | int | None 
         approvals = approval.approval_log(mv)
     except RegistryError as exc:
         approvals = [{"error": str(exc)}]
-    promotions = [
-        h for h in promotion.history(client, name) if version in (str(h.get("from")), str(h.get("to")))
-    ]
+    promotions = promotion.entries_for_version(client, name, version)
     rollback = {
         k.rsplit(".", 1)[-1]: tags[k]
         for k in (T.ROLLED_BACK_REASON, T.ROLLED_BACK_AT, T.ROLLED_BACK_BY)

@@ -59,8 +59,26 @@ ROLLED_BACK_REASON: Final = "saga.rollback.reason"
 ROLLED_BACK_AT: Final = "saga.rollback.at"
 ROLLED_BACK_BY: Final = "saga.rollback.by"
 
-# --- promotion history (registered-model tags): one tag per entry, see core.promotion ------------
-HISTORY_PREFIX: Final = "saga.history."
+# --- promotion history: one MLflow run per entry, see core.alias_history ------------------------
+# On the registered model, one small tag: the head (last committed sequence number, the history
+# experiment, the entry time and the aliases it left). The entries are runs in experiment
+# ``saga-history/<model>``, each with these run tags (its start time is the entry's time).
+HISTORY_HEAD: Final = "saga.history.head"
+HISTORY_EXPERIMENT_PREFIX: Final = "saga-history/"
+HISTORY_SEQ: Final = "saga.history.seq"
+HISTORY_AT: Final = "saga.history.at"
+HISTORY_BY: Final = "saga.history.by"
+HISTORY_ACTION: Final = "saga.history.action"  # promote | rollback | demote
+HISTORY_ALIAS: Final = "saga.history.alias"
+HISTORY_FROM: Final = "saga.history.from"  # absent when no version held the alias
+HISTORY_TO: Final = "saga.history.to"  # absent for demote
+HISTORY_REASON: Final = "saga.history.reason"
+HISTORY_MODEL: Final = "saga.history.model"
+HISTORY_TXN: Final = "saga.history.txn"  # the unit of work that wrote the entry
+HISTORY_MIGRATED: Final = "saga.history.migrated"  # "true" on entries copied from the old tag format
+# Before 0.2 each entry was a registered-model tag ``saga.history.NNNNNN`` holding the entry as JSON; such
+# tags are migrated to runs (and deleted) by the next governance change of the model.
+LEGACY_HISTORY_PREFIX: Final = "saga.history."
 
 # --- baselines (issue 5) ------------------------------------------------------------------------
 BASELINE_URI: Final = "saga.baseline.uri"
@@ -79,7 +97,7 @@ MONITOR_VERSION: Final = "saga.monitor.model_version"
 MONITOR_KIND: Final = "saga.monitor.kind"  # drift | shadow
 
 # --- run kinds -----------------------------------------------------------------------------------
-RUN_KIND: Final = "saga.run.kind"  # train | evaluate | monitor | shadow
+RUN_KIND: Final = "saga.run.kind"  # train | evaluate | monitor | shadow | history
 
 
 def metric_tag(name: str) -> str:

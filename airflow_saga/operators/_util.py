@@ -50,12 +50,16 @@ def as_bool(value: Any, field: str) -> bool:
 
 @contextlib.contextmanager
 def saga_errors() -> Iterator[None]:
-    """Bad input fails the task without retries (it will not fix itself); an unreachable MLflow retries."""
-    from airflow_saga.core.errors import MlflowUnreachableError, SagaError
+    """Bad input fails the task without retries (it will not fix itself); an unreachable MLflow retries.
+
+    So does a governance change that could not get (or lost) the model's lock: nothing was written, and
+    a retry usually finds the lock free.
+    """
+    from airflow_saga.core.errors import GovernanceBusyError, MlflowUnreachableError, SagaError
 
     try:
         yield
-    except MlflowUnreachableError as exc:
+    except (MlflowUnreachableError, GovernanceBusyError) as exc:
         raise AirflowException(str(exc)) from exc
     except SagaError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

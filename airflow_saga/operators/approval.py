@@ -174,8 +174,8 @@ def record_hitl_decision(
     """Write one HITL answer to MLflow; fail the run on Reject. Shared so custom DAGs can reuse it."""
     from airflow_saga.core import approval
     from airflow_saga.core import tags as T
-    from airflow_saga.core.errors import RegistryError
     from airflow_saga.operators._governance import link_version
+    from airflow_saga.operators._util import saga_errors
 
     name, version = operator.model_name, str(operator.version)  # type: ignore[attr-defined]
     chosen = list(answer.get("chosen_options") or [])
@@ -186,12 +186,10 @@ def record_hitl_decision(
     link_version(operator, context, name, version)
     ti = context["ti"]
     note = f"{comment} [airflow {ti.dag_id}/{ti.run_id}]".strip()
-    try:
+    with saga_errors():
         mv = approval.set_status(
             operator.hook.client, name, version, status, by=by, comment=note, via="airflow"
         )
-    except RegistryError as exc:
-        raise AirflowFailException(str(exc)) from exc
     operator.log.info("Model %r version %s: %s by %s via airflow (%s)", name, version, status, by, comment)
     if status == T.REJECTED:
         raise AirflowFailException(

@@ -23,8 +23,9 @@ class PromoteModelOperator(SagaBaseOperator):
         champion yet (what the training pipeline uses after approval).
     :param reason: recorded in the promotion history.
 
-    A refused promotion (not Approved, unknown version) fails the task without retry: retrying cannot
-    change the answer. Returns the promotion result (alias, version, previous holder, history entries).
+    A refused promotion (not Approved, unknown version, a policy) fails the task without retry: retrying
+    cannot change the answer. A busy lock (another change of the model held it too long) is retried.
+    Returns the promotion result (alias, version, previous holder, history entries).
     """
 
     template_fields: Sequence[str] = ("model_name", "version", "alias", "reason", "mlflow_conn_id")
@@ -49,8 +50,8 @@ class PromoteModelOperator(SagaBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_saga.core import promotion
-        from airflow_saga.core.errors import RegistryError
         from airflow_saga.operators._governance import actor, link_version
+        from airflow_saga.operators._util import saga_errors
 
         version = str(self.version).strip()
         if not version or version == "None":
@@ -59,12 +60,16 @@ class PromoteModelOperator(SagaBaseOperator):
             )
         link_version(self, context, self.model_name, version)
         reason = self.reason or f"promoted by Airflow task {context['ti'].task_id}"
-        try:
+        with saga_errors():
             res = promotion.promote(
-                self.hook.client, self.model_name, version, self.alias, by=actor(context), reason=reason
+                self.hook.client,
+                self.model_name,
+                version,
+                self.alias,
+                by=actor(context),
+                reason=reason,
+                via="airflow",
             )
-        except RegistryError as exc:
-            raise AirflowFailException(str(exc)) from exc
         if res.changed:
             self.log.info(
                 "Model %r: @%s %s -> %s (%s)", res.model, res.alias, res.previous, res.version, reason

@@ -42,18 +42,21 @@ class RollbackModelOperator(SagaBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_saga.core import promotion
-        from airflow_saga.core.errors import RegistryError
         from airflow_saga.operators._governance import actor, link_version
+        from airflow_saga.operators._util import saga_errors
 
         target = None if self.target_version in (None, "", "None") else str(self.target_version).strip()
         if not (self.reason or "").strip():
             raise AirflowFailException(f"Rollback of model {self.model_name!r} needs a reason")
-        try:
+        with saga_errors():
             res = promotion.rollback(
-                self.hook.client, self.model_name, target, by=actor(context), reason=self.reason
+                self.hook.client,
+                self.model_name,
+                target,
+                by=actor(context),
+                reason=self.reason,
+                via="airflow",
             )
-        except RegistryError as exc:
-            raise AirflowFailException(str(exc)) from exc
         link_version(self, context, self.model_name, res.version)
         self.log.info(
             "Model %r: @champion rolled back %s -> %s (%s)", res.model, res.previous, res.version, self.reason

@@ -200,8 +200,9 @@ class ShadowGateOperator(SagaBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_saga.core import tags as T
         from airflow_saga.core.conditions import evaluate, format_decision
+        from airflow_saga.core.errors import AliasMovedError
         from airflow_saga.core.monitoring import log_shadow_report
-        from airflow_saga.core.promotion import promote, remove_alias
+        from airflow_saga.core.promotion import UNSET, promote, remove_alias
 
         name = str(self.model_name)
         report = as_dict(self.report, "report")
@@ -236,19 +237,33 @@ class ShadowGateOperator(SagaBaseOperator):
             logged = log_shadow_report(client, name, version, report, decision)
             self.log.info("Shadow report logged on run %s: %s", logged["run_id"], logged["html_uri"])
             result: dict[str, Any] = {"action": action, "decision": decision, "version": version, **logged}
+            by = "airflow-saga shadow gate"
             if action == "promote":
-                res = promote(client, name, version, T.CHAMPION, by="airflow-saga shadow gate", reason=reason)
+                # The comparison was against this champion: promote only if it still holds the alias.
+                compared = (report.get("champion") or {}).get("version")
+                expect = UNSET if compared is None else str(compared)
+                res = promote(
+                    client,
+                    name,
+                    version,
+                    T.CHAMPION,
+                    by=by,
+                    reason=reason,
+                    via="airflow",
+                    expect_holder=expect,
+                )
                 result["promotion"] = res.as_dict()
                 self.log.info("Promoted %r v%s to champion (previous: %s)", name, version, res.previous)
             elif action == "remove":
-                holder = (client.get_registered_model(name).aliases or {}).get(T.CHALLENGER)
-                if holder is not None and str(holder) != version:
-                    self.log.warning("Challenger moved to v%s meanwhile; not removing it", holder)
+                # Inside the governance lock: drop the challenger only if it is still the version judged.
+                try:
+                    res = remove_alias(
+                        client, name, T.CHALLENGER, by=by, reason=reason, via="airflow", expect_holder=version
+                    )
+                except AliasMovedError as exc:
+                    self.log.warning("Not removing the challenger: %s", exc)
                     result["promotion"] = None
                 else:
-                    res = remove_alias(
-                        client, name, T.CHALLENGER, by="airflow-saga shadow gate", reason=reason
-                    )
                     result["promotion"] = res.as_dict()
                     self.log.info("Removed the challenger alias from %r v%s", name, version)
             else:

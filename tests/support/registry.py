@@ -37,3 +37,27 @@ def make_version(
         approval_status=status,
     )
     return str(mv.version)
+
+
+def registry_state(client: MlflowClient, name: str) -> tuple:
+    """Everything a refused governance operation must leave untouched: aliases, model and version tags,
+    and the history runs (id, status, tags) in the model's history experiment, deleted ones included."""
+    from mlflow.entities import ViewType
+
+    model = client.get_registered_model(name)
+    versions = client.search_model_versions(f"name='{name}'")
+    exp = client.get_experiment_by_name(f"{T.HISTORY_EXPERIMENT_PREFIX}{name}")
+    runs = (
+        []
+        if exp is None
+        else client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=50_000)
+    )
+    return (
+        dict(model.aliases),
+        dict(model.tags),
+        {str(mv.version): dict(mv.tags) for mv in versions},
+        sorted(
+            (r.info.run_id, r.info.status, r.info.lifecycle_stage, tuple(sorted(r.data.tags.items())))
+            for r in runs
+        ),
+    )

@@ -108,6 +108,19 @@ def test_dataset_entity_carries_digest_and_source():
     assert (entity.name, entity.digest) == ("n", "abc123")
 
 
+def test_end_run_sets_status_and_end_time_in_one_store_call(tmp_path, capsys):
+    """A real (SQLite) store: the run ends FINISHED at the given time, and nothing is printed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("compat-end-run")
+    run = client.create_run(exp, start_time=1_000)
+    compat.end_run(client, run.info.run_id, "FINISHED", 1_000)
+    info = client.get_run(run.info.run_id).info
+    assert (info.status, info.end_time) == ("FINISHED", 1_000)
+    assert "View run" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("numerical", [True, False])
 def test_evidently_stattest_default_selection_and_call(numerical):
     rng = np.random.default_rng(0)

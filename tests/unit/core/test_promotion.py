@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from airflow_saga.core import approval, promotion
 from airflow_saga.core import tags as T
-from airflow_saga.core.errors import PromotionError, RegistryError
+from airflow_saga.core.errors import GovernanceBusyError, PromotionError, RegistryError
 from airflow_saga.core.locking import ModelLock, lock_name
-from tests.support.registry import make_version
+from tests.support.registry import make_version, registry_state
+
+pytestmark = pytest.mark.integration  # a real MLflow server
 
 
-def _state(client, name):
-    """Everything a refused operation must leave untouched."""
-    model = client.get_registered_model(name)
-    versions = client.search_model_versions(f"name='{name}'")
-    return dict(model.aliases), dict(model.tags), {str(mv.version): dict(mv.tags) for mv in versions}
+_state = registry_state
 
 
 def test_champion_requires_approved(mlflow_client, model_name):
@@ -69,8 +69,25 @@ def test_history_is_complete_and_ordered(mlflow_client, model_name):
     ]
     assert hist[2]["by"] == "alice" and hist[2]["reason"] == "won shadow test"
     assert all(h["at"].endswith("Z") for h in hist)
+    # Stored as one run per entry in the model's history experiment; the model itself carries one tag.
     tags = mlflow_client.get_registered_model(model_name).tags
-    assert promotion.history_key(3) == "saga.history.000003" and promotion.history_key(3) in tags
+    assert [k for k in tags if k.startswith("saga.history")] == [T.HISTORY_HEAD]
+    head = json.loads(tags[T.HISTORY_HEAD])
+    assert head["seq"] == 6 and head["aliases"] == {T.CHAMPION: v2}
+    exp = mlflow_client.get_experiment_by_name(f"saga-history/{model_name}")
+    assert exp.experiment_id == head["experiment_id"]
+    runs = mlflow_client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.info.run_name for r in runs] == [
+        f"#000001 promote champion - -> {v1}",
+        f"#000002 promote challenger - -> {v2}",
+        f"#000003 promote champion {v1} -> {v2}",
+        f"#000004 demote challenger {v2} -> -",
+        f"#000005 promote challenger - -> {v3}",
+        f"#000006 demote challenger {v3} -> -",
+    ]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert [r.info.start_time for r in runs] == sorted({r.info.start_time for r in runs})  # strictly
+    assert runs[2].data.tags[T.HISTORY_BY] == "alice"
     assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v2}
 
 
@@ -142,7 +159,7 @@ def test_stale_lock_is_broken_and_live_lock_times_out(mlflow_client, model_name)
     held = ModelLock(mlflow_client, model_name, ttl=60).acquire()
     try:
         before = _state(mlflow_client, model_name)
-        with pytest.raises(PromotionError, match="Could not lock registered model"):
+        with pytest.raises(GovernanceBusyError, match="Could not lock registered model"):
             promotion.remove_alias(
                 mlflow_client, model_name, T.CHAMPION, by="a", reason="r", lock_timeout=1.5
             )
