@@ -31,11 +31,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.core import compat
 from airflow_saga.core import tags as T
 from airflow_saga.core.errors import RegistryError
 from airflow_saga.core.registry import get_registered_model
@@ -53,6 +55,7 @@ SEQ_WIDTH = 6
 MAX_REASON = 1000
 MAX_BY = 250
 PAGE = 2000  # runs per search request when reading a whole history
+SWEEP_EVERY = 16  # an unforced recovery search in one of this many units of work
 MODEL_CREATED_TAG = "saga.history.model_created"  # experiment tag: which incarnation of the model
 _LEGACY_KEY = re.compile(re.escape(T.LEGACY_HISTORY_PREFIX) + r"(\d+)$")
 
@@ -71,7 +74,7 @@ def now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
 
-def _parse_time_ms(at: Any) -> int | None:
+def parse_time_ms(at: Any) -> int | None:
     try:
         return round(datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp() * 1000)
     except (TypeError, ValueError):
@@ -177,9 +180,9 @@ def aliases(client: MlflowClient, name: str) -> dict[str, str]:
 def set_alias(client: MlflowClient, name: str, alias: str, version: str | None) -> None:
     """Point ``alias`` at ``version``, or remove it (``None``). Callers hold the lock and fenced the write."""
     if version is None:
-        client.delete_registered_model_alias(name, alias)
+        compat.registry_writer(client).delete_registered_model_alias(name, alias)
     else:
-        client.set_registered_model_alias(name, alias, str(version))
+        compat.registry_writer(client).set_registered_model_alias(name, alias, str(version))
 
 
 # ------------------------------------------------------------------------------------ entries <-> runs
@@ -202,10 +205,28 @@ def entry_tags(model: str, entry: dict[str, Any], txn: str) -> dict[str, str]:
         T.HISTORY_REASON: str(entry.get("reason") or "")[:MAX_REASON],
         T.HISTORY_TXN: txn,
     }
-    for key, field in ((T.HISTORY_FROM, "from"), (T.HISTORY_TO, "to")):
+    for key, field in ((T.HISTORY_FROM, "from"), (T.HISTORY_TO, "to"), (T.HISTORY_REQUEST, "request")):
         if entry.get(field) is not None:
             tags[key] = str(entry[field])
     return tags
+
+
+def request_key(request_id: str) -> str:
+    """An idempotency key as stored (quotes cannot appear in a search filter, so they are replaced)."""
+    return request_id.replace("'", "_")[:250]
+
+
+def find_request(client: MlflowClient, state: ModelState, request_id: str) -> list[dict[str, Any]]:
+    """The committed entries an earlier try of the request ``request_id`` wrote (one indexed search)."""
+    if not (state.head.experiment_id and state.head.seq):
+        return []
+    runs = _search(
+        client,
+        state.head.experiment_id,
+        f"tags.`{T.HISTORY_REQUEST}` = '{request_key(request_id)}'",
+        max_results=10,
+    )
+    return sorted(_committed_entries(runs, state.head, set()), key=lambda e: e["seq"])
 
 
 def _seq_of(run: Any) -> int | None:
@@ -499,14 +520,28 @@ class HistoryWriter:
         return str(eid)
 
     # -- recovery ---------------------------------------------------------------------------------------
-    def recover(self, apply_alias: Callable[[str, str | None], None]) -> list[dict[str, Any]]:
+    def recover(
+        self, apply_alias: Callable[[str, str | None], None], *, force: bool = False
+    ) -> list[dict[str, Any]]:
         """Settle what a crashed (or lease-expired) writer left: returns the entries committed on its behalf.
 
         One search for RUNNING runs. An intent whose first alias change is visible in the registry is
         finished (its remaining alias changes applied through ``apply_alias``) and committed; any other
         leftover intent is deleted. Committed runs not yet ended are queued to be ended.
+
+        The search is skipped when nothing can need settling: the aliases are those the head recorded (no
+        writer stopped after moving one) and the lock was not taken from a crashed holder (``force``).
+        Leftovers of a writer that failed before moving anything never count as entries (they are
+        RUNNING and not in the head), so one search in every ``SWEEP_EVERY`` also tidies those.
         """
         head = self.state.head
+        if (
+            not force
+            and head.seq
+            and head.aliases == self.state.aliases
+            and random.random() >= 1 / SWEEP_EVERY
+        ):
+            return []
         eid = head.experiment_id
         if eid is None:
             exp = self.client.get_experiment_by_name(experiment_name(self.state.name))
@@ -563,8 +598,6 @@ class HistoryWriter:
         return holder == entry["to"]
 
     def _abandon(self, run_id: str, why: str) -> None:
-        from airflow_saga.core import compat
-
         log.warning("Deleting history run %s of %r: %s", run_id, self.state.name, why)
         self.fence()
         self.client.set_tag(run_id, "saga.history.abandoned", why[:250])
@@ -574,8 +607,6 @@ class HistoryWriter:
     # -- migration --------------------------------------------------------------------------------------
     def migrate_legacy(self) -> int:
         """Copy pre-0.2 tag entries to runs (idempotent, resumable), advance the head, delete the tags."""
-        from airflow_saga.core import compat
-
         legacy = self.state.legacy
         if not legacy:
             return 0
@@ -585,7 +616,7 @@ class HistoryWriter:
         if todo:
             existing: set[int] = set()
             token = None
-            while True:  # runs copied by an earlier, interrupted migration
+            while True:  # runs copied by an earlier, interrupted migration (ended, or killed before that)
                 page = _search(
                     self.client,
                     eid,
@@ -593,7 +624,16 @@ class HistoryWriter:
                     max_results=PAGE,
                     page_token=token,
                 )
-                existing |= {s for r in page if r.info.status == "FINISHED" and (s := _seq_of(r)) is not None}
+                for r in page:
+                    seq = _seq_of(r)
+                    if seq is None or seq in existing:
+                        continue
+                    existing.add(seq)
+                    if r.info.status == "RUNNING":
+                        self.fence()
+                        compat.end_run(
+                            self.client, r.info.run_id, "FINISHED", int(r.info.start_time or now_ms())
+                        )
                 token = page.token
                 if not token:
                     break
@@ -606,7 +646,7 @@ class HistoryWriter:
                         f"#{expected - 1} to #{e['seq']} (tags deleted by hand?); nothing more was migrated"
                     )
                 expected += 1
-                t = max(_parse_time_ms(e.get("at")) or last_ms + 1, last_ms + 1)
+                t = max(parse_time_ms(e.get("at")) or last_ms + 1, last_ms + 1)
                 last_ms = t
                 if e["seq"] in existing:
                     continue
@@ -625,11 +665,15 @@ class HistoryWriter:
                 aliases=dict(self.state.aliases),
                 runs=[],
             )
-            self.client.set_registered_model_tag(self.state.name, T.HISTORY_HEAD, new_head.to_tag())
+            compat.registry_writer(self.client).set_registered_model_tag(
+                self.state.name, T.HISTORY_HEAD, new_head.to_tag()
+            )
             self.state.head = new_head
         for e in legacy:
             self.fence()
-            self.client.delete_registered_model_tag(self.state.name, legacy_key(e["seq"]))
+            compat.registry_writer(self.client).delete_registered_model_tag(
+                self.state.name, legacy_key(e["seq"])
+            )
         log.info(
             "Migrated %d history entries of %r to runs in experiment %s", len(todo), self.state.name, eid
         )
@@ -637,8 +681,11 @@ class HistoryWriter:
         return len(todo)
 
     # -- append -----------------------------------------------------------------------------------------
-    def intend(self, entries: list[dict[str, Any]]) -> list[Intent]:
-        """Write ``entries`` (without seq/at) as RUNNING runs numbered from ``head + 1``."""
+    def intend(self, entries: list[dict[str, Any]], request_id: str | None = None) -> list[Intent]:
+        """Write ``entries`` (without seq/at) as RUNNING runs numbered from ``head + 1``.
+
+        ``request_id`` (an idempotency key) is stored on the first entry so a retry can find it.
+        """
         eid = self.experiment_id()
         seq, last_ms = self.state.head.seq, self.state.head.time_ms
         intents = []
@@ -656,10 +703,11 @@ class HistoryWriter:
                 "to": partial.get("to"),
                 "reason": str(partial.get("reason") or "")[:MAX_REASON],
             }
+            tags = entry_tags(self.state.name, entry, self.txn)
+            if request_id and not intents:
+                tags[T.HISTORY_REQUEST] = request_key(request_id)
             self.fence()
-            run = self.client.create_run(
-                eid, start_time=t, tags=entry_tags(self.state.name, entry, self.txn), run_name=run_name(entry)
-            )
+            run = self.client.create_run(eid, start_time=t, tags=tags, run_name=run_name(entry))
             intents.append(Intent(entry, run.info.run_id, t))
         return intents
 
@@ -680,7 +728,9 @@ class HistoryWriter:
             runs=[i.run_id for i in intents],
         )
         self.fence()
-        self.client.set_registered_model_tag(self.state.name, T.HISTORY_HEAD, new_head.to_tag())
+        compat.registry_writer(self.client).set_registered_model_tag(
+            self.state.name, T.HISTORY_HEAD, new_head.to_tag()
+        )
         self.state.head = new_head
         for i in intents:
             self.to_finish[i.run_id] = i.time_ms
@@ -691,8 +741,6 @@ class HistoryWriter:
 
     def finish(self) -> None:
         """End committed runs FINISHED (after the lock is released: nobody waits for this)."""
-        from airflow_saga.core import compat
-
         for run_id, end_ms in self.to_finish.items():
             try:
                 compat.end_run(self.client, run_id, "FINISHED", end_ms)

@@ -112,6 +112,29 @@ def end_run(client: Any, run_id: str, status: str, end_time_ms: int) -> None:
     )
 
 
+#: The write methods ``registry_writer`` callers use; the compat test checks each exists with this signature.
+REGISTRY_WRITES: dict[str, tuple[str, ...]] = {
+    "set_registered_model_alias": ("name", "alias", "version"),
+    "delete_registered_model_alias": ("name", "alias"),
+    "set_registered_model_tag": ("name", "key", "value"),
+    "delete_registered_model_tag": ("name", "key"),
+    "set_model_version_tag": ("name", "version", "key", "value"),
+    "delete_model_version_tag": ("name", "version", "key"),
+    "delete_registered_model": ("name",),
+}
+
+
+def registry_writer(client: Any) -> Any:
+    """MLflow's registry client behind ``MlflowClient``, for writes without the per-call prompt check.
+
+    In MLflow 3 every ``MlflowClient`` write to a registered model or version (tags, aliases, delete)
+    first GETs the model to refuse prompts; governance writes to its own models inside a lock, where that
+    doubles the requests. Relies on ``MlflowClient._get_registry_client()`` returning a
+    ``ModelRegistryClient`` with the methods in ``REGISTRY_WRITES``.
+    """
+    return client._get_registry_client()
+
+
 # ---------------------------------------------------------------------------------------------- Evidently
 def evidently_column_type(numerical: bool) -> Any:
     """Evidently's ``ColumnType`` (numerical or categorical), which its stat-test registry takes.

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core import alias_history as H
 from airflow_saga.core import approval_state as S
+from airflow_saga.core import compat
 from airflow_saga.core import policy as P
 from airflow_saga.core import tags as T
 from airflow_saga.core.errors import (
@@ -126,7 +127,7 @@ class Transaction:
             self.state = H.read_state(self.client, self.model)
             self.writer = H.HistoryWriter(self.client, self.state, self.lock.check)
             self.writer.migrate_legacy()
-            for entry in self.writer.recover(self._raw_alias):
+            for entry in self.writer.recover(self._raw_alias, force=self.lock.broke_stale):
                 self._side_effects(entry, recovered=True)
         except BaseException:
             self.lock.release()
@@ -172,14 +173,7 @@ class Transaction:
         return out
 
     def _read_version(self, version: str) -> ModelVersion:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.get_model_version(self.model, version)
-        except MlflowException as exc:
-            if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RegistryError(f"Model {self.model!r} has no version {version!r}") from exc
-            raise
+        return _read_version(self.client, self.model, version)
 
     # -- writes (each fenced) ---------------------------------------------------------------------------
     def _fence(self) -> None:
@@ -196,10 +190,10 @@ class Transaction:
             if value is None:
                 if key in current:
                     self._fence()
-                    self.client.delete_model_version_tag(self.model, version, key)
+                    compat.registry_writer(self.client).delete_model_version_tag(self.model, version, key)
             elif current.get(key) != value:
                 self._fence()
-                self.client.set_model_version_tag(self.model, version, key, value)
+                compat.registry_writer(self.client).set_model_version_tag(self.model, version, key, value)
         self._versions.pop(version, None)
 
     def _check_policy(self, changes: list[P.Change], status: str | None = None) -> None:
@@ -219,7 +213,11 @@ class Transaction:
                 ) from exc
 
     def _change_aliases(
-        self, entries: list[dict[str, Any]], *, verify: tuple[str, str] | None = None
+        self,
+        entries: list[dict[str, Any]],
+        *,
+        verify: tuple[str, str] | None = None,
+        request_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Record ``entries`` and move their aliases as one unit: intent, move, verify, commit.
 
@@ -229,7 +227,7 @@ class Transaction:
         state, writer = self._state, self.writer
         assert writer is not None
         before = dict(state.aliases)
-        intents = writer.intend(entries)
+        intents = writer.intend(entries, request_id)
         moved: list[dict[str, Any]] = []
         try:
             for e in entries:
@@ -522,9 +520,31 @@ class Transaction:
         return None
 
     def rollback(
-        self, target: str | None = None, *, by: str, reason: str, via: str = "api", expect_holder: Any = UNSET
+        self,
+        target: str | None = None,
+        *,
+        by: str,
+        reason: str,
+        via: str = "api",
+        expect_holder: Any = UNSET,
+        request_id: str | None = None,
     ) -> PromotionResult:
-        """Put champion back on the previous Approved champion, or on ``target`` (which must be Approved)."""
+        """Put champion back on the previous Approved champion, or on ``target`` (which must be Approved).
+
+        A rollback is not idempotent by nature (a second one goes further back), so a caller that may retry
+        (an Airflow task) passes ``request_id``: a retry of a request that was already committed returns
+        what it did, unchanged, instead of rolling back again.
+        """
+        if request_id:
+            done = H.find_request(self.client, self._state, request_id)
+            if done:
+                log.info(
+                    "Rollback request %r of %r was already done (#%s)", request_id, self.model, done[0]["seq"]
+                )
+                first = done[0]
+                return PromotionResult(
+                    self.model, T.CHAMPION, first["to"], first["from"], changed=False, entries=done
+                )
         champion = self._expect(T.CHAMPION, expect_holder)
         if target is None:
             found = self.previous_champion()
@@ -567,7 +587,7 @@ class Transaction:
                 }
             )
         self._check_policy(self._alias_changes(entries, via), status)
-        written = self._change_aliases(entries, verify=(target, T.CHAMPION))
+        written = self._change_aliases(entries, verify=(target, T.CHAMPION), request_id=request_id)
         self._side_effects(written[0])
         log.info(
             "Model %r: rolled champion back %s -> %s by %s (%s)", self.model, champion, target, by, reason
@@ -591,6 +611,18 @@ class Transaction:
 
 
 # ---------------------------------------------------------------------------------------------- rules
+def _read_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """One request; RegistryError naming model and version when the version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(f"Model {name!r} has no version {str(version)!r}") from exc
+        raise
+
+
 def _check_transition(name: str, version: str, current: str, status: str) -> None:
     if status not in S.TRANSITIONS[current]:
         hint = (
@@ -692,8 +724,8 @@ def promote(
     version = str(version)
     _validate_alias(name, alias, (*ALIASES, AUTO))
     _validate_text("by", by, f"Promotion of model {name!r}")
-    mv = get_version(client, name, version)  # unknown model or version: RegistryError before locking
-    status = S.get_status(mv)
+    model_aliases = H.read_state(client, name).aliases  # unknown model or version: refused before locking
+    status = S.get_status(_read_version(client, name, version))
     if alias == T.CHAMPION and status != T.APPROVED:
         raise PromotionError(_champion_refusal(name, version, status))
     if alias != T.CHAMPION and status == T.REJECTED:
@@ -701,6 +733,9 @@ def promote(
             f"Refusing to make model {name!r} version {version} {alias}: its approval status is {status}; "
             f"a Rejected version cannot be shadow-tested (nothing was changed)"
         )
+    if alias != AUTO and model_aliases.get(alias) == version and expect_holder in (UNSET, version):
+        # Already done (a retried task): true at the moment of that read, so no lock is needed.
+        return PromotionResult(name, alias, version, version, changed=False)
     with Transaction(
         client, name, purpose=f"promote v{version} to {alias}", policy=policy, lock_timeout=lock_timeout
     ) as tx:
@@ -716,12 +751,14 @@ def rollback(
     reason: str,
     via: str = "api",
     expect_holder: Any = UNSET,
+    request_id: str | None = None,
     policy: P.Policy | None = None,
     lock_timeout: float = DEFAULT_TIMEOUT,
 ) -> PromotionResult:
     """Put champion back on the previous champion, or on ``target_version`` (which must be Approved).
 
     With no previous champion (or an ineligible target) raises ``PromotionError`` and changes nothing.
+    ``request_id`` makes retries of one request safe (see ``Transaction.rollback``).
     """
     if not isinstance(reason, str) or not reason.strip():
         raise PromotionError(f"Rollback of {name!r} needs a reason")
@@ -737,7 +774,9 @@ def rollback(
     else:
         H.read_state(client, name)  # unknown model: RegistryError before locking
     with Transaction(client, name, purpose="rollback", policy=policy, lock_timeout=lock_timeout) as tx:
-        return tx.rollback(target, by=by, reason=reason, via=via, expect_holder=expect_holder)
+        return tx.rollback(
+            target, by=by, reason=reason, via=via, expect_holder=expect_holder, request_id=request_id
+        )
 
 
 def remove_alias(

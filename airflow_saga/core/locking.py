@@ -11,8 +11,9 @@ How it behaves under contention and crashes:
 
 - **Few calls, jittered backoff.** A waiter reads the lock (one cheap GET) and only tries to create it when
   it is absent; between attempts it sleeps a full-jitter exponential backoff capped at ``max_delay``
-  (2 s). A hundred waiters therefore cost the server about fifty reads a second, not a stampede of failing
-  inserts that exhausts its connection pool.
+  (3 s). A hundred waiters therefore cost the server about seventy reads a second, not a stampede of
+  failing inserts that exhausts its connection pool, and the lock still changes hands within tens of
+  milliseconds of a release (one of the many waiters is always about to look).
 - **Short lease, renewed.** The lock carries an owner token and an expiry ``ttl`` seconds ahead (6 s).
   A heartbeat thread renews it every ``ttl / 4`` while held, so a long operation (a history migration)
   keeps it, and a holder that was killed stops renewing: its lock expires within ``ttl`` and the next
@@ -41,6 +42,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.core import compat
 from airflow_saga.core.errors import GovernanceBusyError
 
 if TYPE_CHECKING:
@@ -112,7 +114,7 @@ class ModelLock:
         ttl: float = DEFAULT_TTL,
         timeout: float = DEFAULT_TIMEOUT,
         base_delay: float = 0.05,
-        max_delay: float = 2.0,
+        max_delay: float = 3.0,
         margin: float | None = None,
     ) -> None:
         if ttl < 1.0:
@@ -131,6 +133,9 @@ class ModelLock:
         self.held = False
         self.lost_reason: str | None = None
         self.attempts = 0
+        self.broke_stale = (
+            False  # we got the lock by breaking a crashed holder's: its leftovers need settling
+        )
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._renew_lock = threading.Lock()
@@ -160,6 +165,7 @@ class ModelLock:
             elif seen.expired(time.time()):
                 self._break(seen)
                 if self._try_create():
+                    self.broke_stale = True
                     self._start_heartbeat()
                     return self
             if time.monotonic() >= deadline:
@@ -221,7 +227,7 @@ class ModelLock:
                     again.purpose,
                     time.time() - again.expires,
                 )
-                self.client.delete_registered_model(self.name)
+                compat.registry_writer(self.client).delete_registered_model(self.name)
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -234,7 +240,7 @@ class ModelLock:
         try:
             current = self._read(name)
             if current is not None and current.owner == owner:
-                self.client.delete_registered_model(name)
+                compat.registry_writer(self.client).delete_registered_model(name)
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 log.warning("Could not delete %s: %s", name, exc)
@@ -267,7 +273,9 @@ class ModelLock:
             if seen is None or seen.owner != self.token:
                 self._lose(f"it is now {'gone' if seen is None else 'held by another writer'}")
             expires = time.time() + self.ttl
-            self.client.set_registered_model_tag(self.name, EXPIRES_TAG, repr(expires))
+            compat.registry_writer(self.client).set_registered_model_tag(
+                self.name, EXPIRES_TAG, repr(expires)
+            )
             self.expires_at = expires
 
     def _lose(self, why: str) -> None:
@@ -315,7 +323,7 @@ class ModelLock:
             current = self._read()
             # Only delete our own, live lock: an expired one may be being broken right now by a waiter.
             if current is not None and current.owner == self.token and not current.expired(time.time()):
-                self.client.delete_registered_model(self.name)
+                compat.registry_writer(self.client).delete_registered_model(self.name)
         except MlflowException as exc:
             log.warning("Could not release saga lock %s (it expires by itself): %s", self.name, exc)
 

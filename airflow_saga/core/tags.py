@@ -75,6 +75,7 @@ HISTORY_TO: Final = "saga.history.to"  # absent for demote
 HISTORY_REASON: Final = "saga.history.reason"
 HISTORY_MODEL: Final = "saga.history.model"
 HISTORY_TXN: Final = "saga.history.txn"  # the unit of work that wrote the entry
+HISTORY_REQUEST: Final = "saga.history.request"  # idempotency key of a retried request (rollback task)
 HISTORY_MIGRATED: Final = "saga.history.migrated"  # "true" on entries copied from the old tag format
 # Before 0.2 each entry was a registered-model tag ``saga.history.NNNNNN`` holding the entry as JSON; such
 # tags are migrated to runs (and deleted) by the next governance change of the model.

@@ -15,6 +15,7 @@ class MlflowServer:
         backend_uri: str | None = None,
         port: int | None = None,
         allowed_hosts: str | None = None,
+        db_pool: tuple[int, int] | None = (10, 10),
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -23,6 +24,9 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.root / "mlflow-server.log"
         self.allowed_hosts = allowed_hosts
+        # (pool_size, max_overflow) of each of the server's SQLAlchemy engines (tracking and registry) on
+        # PostgreSQL; None keeps MLflow's defaults (5, 10). SQLite ignores it.
+        self.db_pool = db_pool
         self.proc = None
 
     def command(self) -> list[str]:
@@ -54,6 +58,11 @@ class MlflowServer:
             MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
             MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
         )
+        for key in ("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"):
+            env.pop(key, None)
+        if self.db_pool is not None and self.backend_uri.startswith("postgresql"):
+            env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] = str(self.db_pool[0])
+            env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] = str(self.db_pool[1])
         self.proc = spawn(self.command(), self.log, env)
         wait_http(f"{self.url}/health", timeout, self.proc, self.log)
         # /health answers before the API is usable; wait for a real API call too.

@@ -48,6 +48,9 @@ class RollbackModelOperator(SagaBaseOperator):
         target = None if self.target_version in (None, "", "None") else str(self.target_version).strip()
         if not (self.reason or "").strip():
             raise AirflowFailException(f"Rollback of model {self.model_name!r} needs a reason")
+        ti = context["ti"]
+        # A retry of this task instance must not roll back a second time (one step further back).
+        request = f"airflow:{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
         with saga_errors():
             res = promotion.rollback(
                 self.hook.client,
@@ -56,6 +59,7 @@ class RollbackModelOperator(SagaBaseOperator):
                 by=actor(context),
                 reason=self.reason,
                 via="airflow",
+                request_id=request,
             )
         link_version(self, context, self.model_name, res.version)
         self.log.info(

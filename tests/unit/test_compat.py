@@ -121,6 +121,34 @@ def test_end_run_sets_status_and_end_time_in_one_store_call(tmp_path, capsys):
     assert "View run" not in capsys.readouterr().out
 
 
+def test_registry_writer_has_every_write_governance_uses(tmp_path):
+    """Real (SQLite) registry: each write works through the registry client, with the expected arguments."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'r.db'}")
+    writer = compat.registry_writer(client)
+    for method, params in compat.REGISTRY_WRITES.items():
+        assert list(inspect.signature(getattr(writer, method)).parameters)[: len(params)] == list(params), (
+            method
+        )
+    client.create_registered_model("m")
+    run = client.create_run("0")
+    client.create_model_version("m", "runs:/x/model", run_id=run.info.run_id)
+    writer.set_registered_model_tag("m", "k", "v")
+    writer.set_registered_model_alias("m", "champion", "1")
+    writer.set_model_version_tag("m", "1", "k", "v")
+    model = client.get_registered_model("m")
+    assert (model.tags, model.aliases) == ({"k": "v"}, {"champion": "1"})
+    assert client.get_model_version("m", "1").tags == {"k": "v"}
+    writer.delete_model_version_tag("m", "1", "k")
+    writer.delete_registered_model_alias("m", "champion")
+    writer.delete_registered_model_tag("m", "k")
+    model = client.get_registered_model("m")
+    assert (model.tags, model.aliases, client.get_model_version("m", "1").tags) == ({}, {}, {})
+    writer.delete_registered_model("m")
+    assert client.search_registered_models() == []
+
+
 @pytest.mark.parametrize("numerical", [True, False])
 def test_evidently_stattest_default_selection_and_call(numerical):
     rng = np.random.default_rng(0)
