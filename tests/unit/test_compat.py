@@ -138,7 +138,7 @@ def test_registry_writer_has_every_write_governance_uses(tmp_path):
     writer.set_registered_model_alias("m", "champion", "1")
     writer.set_model_version_tag("m", "1", "k", "v")
     model = client.get_registered_model("m")
-    assert (model.tags, model.aliases) == ({"k": "v"}, {"champion": "1"})
+    assert (model.tags, {k: str(v) for k, v in model.aliases.items()}) == ({"k": "v"}, {"champion": "1"})
     assert client.get_model_version("m", "1").tags == {"k": "v"}
     writer.delete_model_version_tag("m", "1", "k")
     writer.delete_registered_model_alias("m", "champion")
