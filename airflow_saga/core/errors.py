@@ -11,6 +11,10 @@ class SagaError(Exception):
     """Base class for every error airflow-saga raises on purpose."""
 
 
+class ParameterError(SagaError):
+    """An operator parameter (often a rendered template) is malformed, too large or too deeply nested."""
+
+
 class DataError(SagaError):
     """The data source is missing, empty, malformed, or lacks a requested column."""
 
