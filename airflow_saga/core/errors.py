@@ -27,6 +27,14 @@ class ConditionError(SagaError):
     """A quality-gate condition is malformed or refers to a metric the report lacks."""
 
 
+class MetricError(SagaError):
+    """A metric cannot be computed as asked: a user metric function failed or returned a non-number."""
+
+
+class ModelError(SagaError):
+    """A model URI does not resolve to a loadable MLflow model, or the model cannot score the data."""
+
+
 class GateBlocked(SagaError):
     """The quality gate rejected the candidate (SageMaker's FailStep)."""
 
