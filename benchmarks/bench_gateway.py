@@ -236,7 +236,7 @@ def main() -> None:
     ap.add_argument("--gateway-args", default="", help="extra saga serve flags for every gateway")
     args = ap.parse_args()
 
-    from airflow_saga.core.capture import read_capture
+    from airflow_saga.core.capture_scan import read_capture
     from airflow_saga.core.mlflow_client import MlflowSettings, build_client
     from tests.support import models
     from tests.support.procs import MlflowServer, free_port, stop, wait_http

@@ -37,10 +37,27 @@ def register(subparsers: Any) -> None:
         choices=["process", "thread"],
         help="score the shadow in a supervised worker process (default) or a thread of the gateway",
     )
-    p.add_argument("--capture-dir", help="directory for captured requests and feedback")
+    p.add_argument(
+        "--capture-dir",
+        help="where captured requests and feedback go: a directory or a URI (s3://bucket/prefix, gs://..., "
+        "any pyarrow or fsspec filesystem; credentials from the environment, never the URI)",
+    )
     p.add_argument(
         "--capture-format", choices=["jsonl", "parquet"], help="capture file format (default jsonl)"
     )
+    p.add_argument(
+        "--capture-durability",
+        choices=["buffered", "durable"],
+        help="buffered (default): written every --flush-interval; durable: each record written before its "
+        "response, so a killed gateway loses no answered request",
+    )
+    p.add_argument(
+        "--capture-spool-dir",
+        help="local write-ahead spool of durable capture to object stores or Parquet "
+        "(default <capture-dir>/_spool, or .saga/capture-spool for URIs)",
+    )
+    p.add_argument("--capture-file-mode", help="permissions of capture files (octal, default 0640)")
+    p.add_argument("--capture-dir-mode", help="permissions of capture directories (octal, default 0750)")
     p.add_argument("--capture-sample", type=float, help="percent of requests captured (default 100)")
     p.add_argument(
         "--flush-interval", type=float, help="seconds between capture flushes (max loss on hard kill)"
@@ -79,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         capture_dir=args.capture_dir,
         capture_format=args.capture_format,
         capture_sample=args.capture_sample,
+        capture_durability=args.capture_durability,
+        capture_spool_dir=args.capture_spool_dir,
+        capture_file_mode=args.capture_file_mode,
+        capture_dir_mode=args.capture_dir_mode,
         flush_interval=args.flush_interval,
         poll_interval=args.poll_interval,
         auth_token=args.auth_token or os.environ.get("SAGA_SERVE_TOKEN") or None,
