@@ -129,15 +129,6 @@ def model_dirname(model: str) -> str:
     return name
 
 
-def confined(root: str | os.PathLike[str], *parts: str) -> Path:
-    """``root/parts...``, refusing any result that resolves outside ``root`` (symlinks included)."""
-    base = Path(root).resolve()
-    path = base.joinpath(*parts).resolve()
-    if path != base and not path.is_relative_to(base):
-        raise CaptureError(f"capture path {path} escapes capture root {base}")
-    return path
-
-
 def partition_of(ts: float) -> tuple[str, str]:
     """(date, hour) partition values of an epoch timestamp, in UTC."""
     d = dt.datetime.fromtimestamp(ts, dt.UTC)

@@ -74,10 +74,13 @@ _KNOWN_TYPES = {
 # --- window bounds and partitions ----------------------------------------------------------------------
 
 
-def to_utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    """An aware UTC datetime; naive values are taken as UTC; None or "" (an unset Param) mean no bound."""
+def to_utc(value: dt.datetime | str | float | None) -> dt.datetime | None:
+    """An aware UTC datetime; naive values are taken as UTC, numbers as epoch seconds; None or "" (an unset
+    Param) mean no bound."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value.strip())
     if value.tzinfo is None:

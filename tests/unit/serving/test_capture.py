@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from airflow_saga.core.capture import CaptureEntry, CaptureWriter, confined, model_dirname
+from airflow_saga.core.capture import CaptureEntry, CaptureWriter, model_dirname
 from airflow_saga.core.capture_scan import read_capture, read_feedback
+from airflow_saga.core.capture_store import Store
 from airflow_saga.core.errors import CaptureError
 
 T0 = dt.datetime(2026, 3, 1, 10, 59, 59, tzinfo=dt.UTC).timestamp()
@@ -126,7 +127,7 @@ def test_confinement_refuses_symlink_escape(tmp_path):
     root.mkdir()
     os.symlink(tmp_path, root / "link")
     with pytest.raises(CaptureError, match="escapes"):
-        confined(root, "link", "x")
+        Store(root).join(str(root.resolve()), "link", "x")
     with pytest.raises(CaptureError):
         model_dirname("")
     with pytest.raises(CaptureError):
