@@ -44,6 +44,7 @@ from airflow_saga.core.errors import CaptureError
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Iterator
 
     import pandas as pd
     import pyarrow as pa
@@ -260,34 +261,50 @@ def _mixed(table: pa.Table) -> set[str]:
     return set(json.loads(raw)) if raw else set()
 
 
-def _read_jsonl(fh: Any, size: int, columns: list[str] | None, features: bool, as_json: bool) -> pa.Table:
-    """Parse only the needed fields with an explicit schema (fast, bounded memory, streamed in blocks).
+def _iter_jsonl(
+    fh: Any, size: int, columns: list[str] | None, features: bool, as_json: bool, batch_rows: int
+) -> Iterator[pa.Table]:
+    """Parse only the needed fields with an explicit schema, streamed in blocks (bounded memory).
 
-    If the typed parse fails (a field changes JSON type mid-file) we fall back to full inference, and to
-    Python parsing column by column if even that fails.
+    If the typed parse fails (a field changes JSON type mid-file), the rest of the file is read the
+    tolerant way: pyarrow's type inference, then Python column by column if even that fails.
     """
     import pyarrow as pa
     import pyarrow.json as pj
 
     limit = _complete_length(fh, size)
     if limit == 0:
-        return pa.table({})
+        return
     schema = _explicit_schema(_sniff(fh, limit), columns, features)
-    attempts = []
+    done = 0
     if schema is not None:
-        attempts.append(pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
-    attempts.append(pj.ParseOptions())
-    for opts in attempts:
         try:
             fh.seek(0)
             reader = pj.open_json(
                 io.BufferedReader(_Bounded(fh, limit), 1 << 20),
                 read_options=pj.ReadOptions(block_size=BLOCK_SIZE),
-                parse_options=opts,
+                parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
             )
-            return reader.read_all()
+            for batch in reader:
+                done += batch.num_rows
+                yield pa.Table.from_batches([batch])
+            return
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-            log.info("typed JSON parse failed (%s); retrying with inference", exc)
+            log.info("typed JSON parse failed after %d rows (%s); reading the rest with inference", done, exc)
+    table = _read_jsonl_tolerant(fh, limit, columns, features, as_json)
+    for off in range(done, table.num_rows, batch_rows):
+        yield table.slice(off, batch_rows)
+
+
+def _read_jsonl_tolerant(fh: Any, limit: int, columns: list[str] | None, features: bool, as_json: bool):
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    try:
+        fh.seek(0)
+        return pj.read_json(io.BufferedReader(_Bounded(fh, limit), 1 << 20))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        log.info("JSON type inference failed (%s); parsing in Python", exc)
     fh.seek(0)
     records = []
     for line in io.BufferedReader(_Bounded(fh, limit), 1 << 20):
@@ -314,16 +331,28 @@ def _flatten(table: pa.Table, features: bool) -> pa.Table:
     return rest
 
 
-def _read_file(store: Store, path: str, columns: list[str] | None, features: bool, as_json: bool) -> pa.Table:
+def _iter_file(
+    store: Store, path: str, columns: list[str] | None, features: bool, as_json: bool, batch_rows: int
+) -> Iterator[pa.Table]:
+    """One file in pieces of about ``batch_rows`` rows (JSONL: one parse block), shaped for the reader."""
     import pyarrow as pa
 
+    def shape(t: pa.Table) -> pa.Table:
+        t = _flatten(t, features)
+        if columns is not None:
+            keep = [c for c in t.column_names if c in columns or (features and c.startswith(FEATURE_PREFIX))]
+            t = t.select(keep)
+        return t
+
     if path.endswith(".jsonl"):
-        if store.remote:
+        if store.remote:  # objects are one flush each: small, and fetched in one request
             data = store.read_bytes(path)
-            table = _read_jsonl(io.BytesIO(data), len(data), columns, features, as_json)
+            pieces = _iter_jsonl(io.BytesIO(data), len(data), columns, features, as_json, batch_rows)
+            yield from map(shape, pieces)
         else:
             with open(path, "rb") as fh:
-                table = _read_jsonl(fh, fh.seek(0, io.SEEK_END), columns, features, as_json)
+                size = fh.seek(0, io.SEEK_END)
+                yield from map(shape, _iter_jsonl(fh, size, columns, features, as_json, batch_rows))
     elif path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -332,14 +361,17 @@ def _read_file(store: Store, path: str, columns: list[str] | None, features: boo
         wanted = (
             None if columns is None else [c for c in names if c in columns or (c == "features" and features)]
         )
-        table = pf.read(columns=wanted)
-    else:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+            yield shape(pa.Table.from_batches([batch]))
+
+
+def _read_file(store: Store, path: str, columns: list[str] | None, features: bool, as_json: bool) -> pa.Table:
+    import pyarrow as pa
+
+    pieces = [t for t in _iter_file(store, path, columns, features, as_json, 1 << 30) if t.num_rows]
+    if not pieces:
         return pa.table({})
-    table = _flatten(table, features)
-    if columns is not None:
-        keep = [c for c in table.column_names if c in columns or (features and c.startswith(FEATURE_PREFIX))]
-        table = table.select(keep)
-    return table
+    return _concat(pieces, as_json) if len(pieces) > 1 else pieces[0]
 
 
 # --- many files ----------------------------------------------------------------------------------------
@@ -375,6 +407,38 @@ def _concat(tables: list[pa.Table], as_json: bool) -> pa.Table:
     return _mark_mixed(out.replace_schema_metadata(None), mixed)
 
 
+def _files(store: Store, base: str, start: dt.datetime | None, end: dt.datetime | None) -> list[str]:
+    """Data files of the hour partitions overlapping the window, in a stable (sorted) order."""
+    files = []
+    for d in partition_dirs(store, base, start, end):
+        for name, is_dir in store.listdir(d):
+            if not is_dir and not name.startswith((".", "_")) and name.endswith((".jsonl", ".parquet")):
+                files.append(store.join(d, name))
+    return files
+
+
+def _in_window(table: pa.Table, start: dt.datetime | None, end: dt.datetime | None) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "timestamp" not in table.column_names or (start is None and end is None):
+        return table
+    ts = table.column("timestamp").cast(pa.string())
+    mask = None
+    if start is not None:
+        mask = pc.greater_equal(ts, iso(start.timestamp()))
+    if end is not None:
+        m2 = pc.less(ts, iso(end.timestamp()))
+        mask = m2 if mask is None else pc.and_(mask, m2)
+    return table.filter(mask)
+
+
+def _empty(cols: list[str] | None) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table({c: pa.array([], pa.null()) for c in (cols or ["timestamp"])})
+
+
 def scan_dir(
     store: Store,
     base: str,
@@ -386,15 +450,8 @@ def scan_dir(
     as_json: bool = False,
 ) -> pa.Table:
     """All rows under ``base`` with ``start <= timestamp < end``, only ``columns`` (+ features if asked)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     cols = None if columns is None else list(dict.fromkeys([*columns, "timestamp"]))
-    files = []
-    for d in partition_dirs(store, base, start, end):
-        for name, is_dir in store.listdir(d):
-            if not is_dir and not name.startswith((".", "_")) and name.endswith((".jsonl", ".parquet")):
-                files.append(store.join(d, name))
+    files = _files(store, base, start, end)
 
     def read(path: str) -> pa.Table:
         return _read_file(store, path, cols, features, as_json)
@@ -407,18 +464,8 @@ def scan_dir(
     else:
         tables = [t for t in map(read, files) if t.num_rows]
     if not tables:
-        return pa.table({c: pa.array([], pa.null()) for c in (cols or ["timestamp"])})
-    table = _concat(tables, as_json) if len(tables) > 1 else tables[0]
-    if "timestamp" in table.column_names and (start is not None or end is not None):
-        ts = table.column("timestamp").cast(pa.string())
-        mask = None
-        if start is not None:
-            mask = pc.greater_equal(ts, iso(start.timestamp()))
-        if end is not None:
-            m2 = pc.less(ts, iso(end.timestamp()))
-            mask = m2 if mask is None else pc.and_(mask, m2)
-        table = table.filter(mask)
-    return table
+        return _empty(cols)
+    return _in_window(_concat(tables, as_json) if len(tables) > 1 else tables[0], start, end)
 
 
 # --- shadow results of durable capture -----------------------------------------------------------------
@@ -517,6 +564,43 @@ def scan_capture(
         if extra:
             table = table.drop_columns([c for c in extra if c in table.column_names])
     return table
+
+
+def iter_capture(
+    root: str | os.PathLike[str] | Store,
+    model: str,
+    start: dt.datetime | str | None = None,
+    end: dt.datetime | str | None = None,
+    columns: list[str] | None = None,
+    *,
+    features: bool = False,
+    batch_rows: int = 200_000,
+) -> Iterator[pa.Table]:
+    """``scan_capture`` in bounded pieces: tables of at most about ``batch_rows`` rows, in file order.
+
+    Files are visited in the same (sorted) order every time, so a consumer that samples or deduplicates
+    over the stream gets the same answer for the same window. Shadow columns are merged as in
+    ``scan_capture`` (the window's ``_shadow`` results, small, are read once).
+    """
+    store, base = _base(root, model)
+    s, e = to_utc(start), to_utc(end)
+    want_shadow = columns is None or any(c in SHADOW_RESULT_FIELDS for c in columns)
+    needed = ("inference_id", "row", "shadow_error")
+    extra = [] if columns is None or not want_shadow else [c for c in needed if c not in columns]
+    cols = None if columns is None else list(dict.fromkeys([*columns, *extra, "timestamp"]))
+    shadow = None
+    if want_shadow and any(name == SHADOW_DIR for name, _ in store.listdir(base)):
+        shadow = scan_dir(store, store.join(base, SHADOW_DIR), s, e, None)
+    for path in _files(store, base, s, e):
+        for block in _iter_file(store, path, cols, features, False, batch_rows):
+            block = _in_window(block, s, e)
+            for off in range(0, block.num_rows, batch_rows):  # a JSONL parse block may be larger
+                t = block.slice(off, batch_rows)
+                if shadow is not None:
+                    t = merge_shadow(t, shadow)
+                if extra:
+                    t = t.drop_columns([c for c in extra if c in t.column_names])
+                yield t
 
 
 def scan_feedback(

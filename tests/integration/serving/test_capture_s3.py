@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 import uuid
 
@@ -128,6 +129,9 @@ def _gateway_round_trip(s3, bucket, uri, name, tracking_uri, tmp_path, GatewayPr
     gw1.proc.wait(timeout=60)
     gw1.stop()  # its shadow process, if still there
     assert any(spool.rglob("*.jsonl")), "the spool should hold the killed gateway's records"
+    spooled = [p for p in spool.rglob("*") if p != spool]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in spooled if p.is_file()} == {0o640}  # owner and group only
+    assert {stat.S_IMODE(p.stat().st_mode) for p in spooled if p.is_dir()} == {0o750}
     # 2. a new gateway (buffered, JSONL) replays the dead one's spool into S3 at start, then serves more
     gw2 = GatewayProc(tmp_path / "gw2", name, tracking_uri, *common, "--flush-interval", "0.5")
     gw2.env = s3.env

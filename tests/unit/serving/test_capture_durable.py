@@ -200,6 +200,10 @@ def test_shadow_results_are_merged_into_pending_records(tmp_path, fmt):
     t = scan_capture(tmp_path, "m", columns=["shadow_prediction", "shadow_error"])
     assert sorted(t.column_names) == ["shadow_error", "shadow_prediction", "timestamp"]
     assert t.column("shadow_prediction").null_count == 2
+    from airflow_saga.core.capture_scan import iter_capture
+
+    (piece,) = list(iter_capture(tmp_path, "m", columns=["shadow_prediction", "shadow_error"]))
+    assert piece.column("shadow_prediction").to_pylist() == t.column("shadow_prediction").to_pylist()
     from airflow_saga.core import shadow
 
     table, _ = shadow.read_window(str(tmp_path), "m", None, None)
