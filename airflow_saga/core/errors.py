@@ -44,7 +44,15 @@ class GateBlocked(SagaError):
 
 
 class MlflowUnreachableError(SagaError):
-    """The MLflow tracking/registry server could not be reached within the configured bounds."""
+    """The MLflow server could not be reached, or did not answer usably, within the configured bounds.
+
+    Transient by nature (Airflow retries the task); the message names the server, with credentials
+    redacted, the request and what happened.
+    """
+
+
+class MlflowConfigError(SagaError, ValueError):
+    """An MLflow connection or its settings are invalid (names the field and the value)."""
 
 
 class RegistryError(SagaError):

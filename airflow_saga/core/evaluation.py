@@ -41,13 +41,12 @@ def compute_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dic
 
 
 def load_frame(settings: MlflowSettings, uri: str) -> pd.DataFrame:
-    import mlflow.artifacts
     import pandas as pd
 
+    from airflow_saga.core.mlflow_client import download_artifacts
+
     with tempfile.TemporaryDirectory(prefix="saga-frame-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.tracking_uri
-        )
+        local = download_artifacts(settings, uri, tmp)
         return pd.read_parquet(local)
 
 

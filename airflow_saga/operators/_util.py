@@ -175,12 +175,13 @@ def as_int(value: Any, field: str) -> int:
 def saga_errors() -> Iterator[None]:
     """Bad input fails the task without retries (it will not fix itself); an unreachable MLflow retries."""
     from airflow_saga.core.errors import MlflowUnreachableError, SagaError
+    from airflow_saga.core.redaction import redact
 
     try:
         yield
     except MlflowUnreachableError as exc:
-        raise AirflowException(str(exc)) from exc
+        raise AirflowException(redact(exc)) from exc
     except InvalidParameterError:
         raise
     except SagaError as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise AirflowFailException(redact(f"{type(exc).__name__}: {exc}")) from exc

@@ -580,12 +580,14 @@ async def _respond(
 
 
 def create_app() -> Gateway:
-    """uvicorn factory for multi-worker mode: the config travels in ``SAGA_SERVE_CONFIG`` (JSON)."""
+    """uvicorn factory for multi-worker mode: the config is the private file ``SAGA_SERVE_CONFIG_FILE``
+    names (it holds the secrets, which must not travel in the environment)."""
     import os
 
     from airflow_saga.serving.config import GatewayConfig
 
-    text = os.environ.get("SAGA_SERVE_CONFIG")
-    if not text:
-        raise SagaError("SAGA_SERVE_CONFIG is not set; start the gateway with `saga serve`")
-    return Gateway(GatewayConfig.from_json(text))
+    path = os.environ.get("SAGA_SERVE_CONFIG_FILE")
+    if not path:
+        raise SagaError("SAGA_SERVE_CONFIG_FILE is not set; start the gateway with `saga serve`")
+    with open(path, encoding="utf-8") as fh:
+        return Gateway(GatewayConfig.from_json(fh.read()))

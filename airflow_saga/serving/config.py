@@ -43,8 +43,8 @@ class GatewayConfig:
     capture_dir_mode: str | int = "0750"
     flush_interval: float = 1.0
     poll_interval: float = 5.0
-    auth_token: str | None = None
-    webhook_secret: str | None = None
+    auth_token: str | None = dataclasses.field(default=None, repr=False)  # secrets: never in a repr/log
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     max_body_bytes: int = 1_048_576
     workers: int = 1
     log_level: str = "warning"
