@@ -11,6 +11,8 @@ from airflow_saga.core import tags as T
 from airflow_saga.core.errors import ApprovalError, RegistryError
 from tests.support.registry import make_version
 
+pytestmark = pytest.mark.integration  # every test here talks to the session's MLflow server
+
 
 def _log(client, name, version):
     return json.loads(client.get_model_version(name, version).tags[T.APPROVAL_LOG])

@@ -10,6 +10,8 @@ from airflow_saga.core.errors import PromotionError, RegistryError
 from airflow_saga.core.locking import ModelLock, lock_name
 from tests.support.registry import make_version
 
+pytestmark = pytest.mark.integration  # every test here talks to the session's MLflow server
+
 
 def _state(client, name):
     """Everything a refused operation must leave untouched."""
