@@ -37,11 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from airflow_saga.core.errors import SagaError
+    from airflow_saga.core.redaction import redact
 
     try:
         return int(args.func(args) or 0)
     except SagaError as exc:
-        print(f"saga {args.command}: error: {exc}", file=sys.stderr)
+        print(f"saga {args.command}: error: {redact(exc)}", file=sys.stderr)
         return 1
 
 

@@ -8,6 +8,10 @@ Scenarios, each one server process with one worker, all on 127.0.0.1:
   (e) saga serve NAME --shadow raiser       shadow raises on every call + capture
   (t) like (c) with --shadow-mode thread    the shadow scored in a thread of the gateway process instead of
                                             the default worker process (for comparison; not in the default set)
+  (k) saga serve NAME + capture             no shadow: the gateway process writes every record (buffered)
+  (q) like (k) --capture-durability durable each record written (one write(2), no fsync) before the response
+  (r) like (c) --capture-durability durable the champion's record written before the response; the shadow
+                                            process writes only the shadow results
 
 Two load shapes, both from a separate process (an asyncio HTTP/1.1 client with keep-alive connections,
 one-row breast_cancer requests in ``dataframe_split`` format, bounded request counts):
@@ -236,7 +240,7 @@ def main() -> None:
     ap.add_argument("--gateway-args", default="", help="extra saga serve flags for every gateway")
     args = ap.parse_args()
 
-    from airflow_saga.core.capture import read_capture
+    from airflow_saga.core.capture_scan import read_capture
     from airflow_saga.core.mlflow_client import MlflowSettings, build_client
     from tests.support import models
     from tests.support.procs import MlflowServer, free_port, stop, wait_http
@@ -260,6 +264,9 @@ def main() -> None:
         "d": "gateway shadow sleeps 5 s + capture",
         "e": "gateway shadow raises + capture",
         "t": "(c) with the shadow in a thread",
+        "k": "gateway capture only (buffered)",
+        "q": "gateway capture only, durable",
+        "r": "(c) with durable capture",
     }
     try:
         client = build_client(MlflowSettings(tracking_uri=mlflow.url))
@@ -294,6 +301,9 @@ def main() -> None:
             "d": ["--shadow", "sleeper", "--shadow-timeout", "2"],
             "e": ["--shadow", "raiser"],
             "t": ["--shadow", "challenger", "--shadow-mode", "thread"],
+            "k": [],
+            "q": ["--capture-durability", "durable"],
+            "r": ["--shadow", "challenger", "--capture-durability", "durable"],
         }
         keys = [k for k in scenario_args if k in args.only]
         procs: dict[str, subprocess.Popen] = {}

@@ -94,7 +94,7 @@ def train_and_approve(api: Any, name: str, conf: dict, approver: str = "approved
 
 def trace_prediction(mlflow_url: str, name: str, capture_dir: Any, inference_id: str) -> str:
     """Follow one served prediction back: capture record -> model version -> training run -> data."""
-    from airflow_saga.core.capture import read_capture
+    from airflow_saga.core.capture_scan import read_capture
     from airflow_saga.core.lineage_query import lineage
     from airflow_saga.core.mlflow_client import MlflowSettings, build_client
 

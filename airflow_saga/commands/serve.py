@@ -37,10 +37,27 @@ def register(subparsers: Any) -> None:
         choices=["process", "thread"],
         help="score the shadow in a supervised worker process (default) or a thread of the gateway",
     )
-    p.add_argument("--capture-dir", help="directory for captured requests and feedback")
+    p.add_argument(
+        "--capture-dir",
+        help="where captured requests and feedback go: a directory or a URI (s3://bucket/prefix, gs://..., "
+        "any pyarrow or fsspec filesystem; credentials from the environment, never the URI)",
+    )
     p.add_argument(
         "--capture-format", choices=["jsonl", "parquet"], help="capture file format (default jsonl)"
     )
+    p.add_argument(
+        "--capture-durability",
+        choices=["buffered", "durable"],
+        help="buffered (default): written every --flush-interval; durable: each record written before its "
+        "response, so a killed gateway loses no answered request",
+    )
+    p.add_argument(
+        "--capture-spool-dir",
+        help="local write-ahead spool of durable capture to object stores or Parquet "
+        "(default <capture-dir>/_spool, or .saga/capture-spool for URIs)",
+    )
+    p.add_argument("--capture-file-mode", help="permissions of capture files (octal, default 0640)")
+    p.add_argument("--capture-dir-mode", help="permissions of capture directories (octal, default 0750)")
     p.add_argument("--capture-sample", type=float, help="percent of requests captured (default 100)")
     p.add_argument(
         "--flush-interval", type=float, help="seconds between capture flushes (max loss on hard kill)"
@@ -48,8 +65,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--poll-interval", type=float, help="seconds between alias checks for hot swap (default 5)"
     )
-    p.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' (or set SAGA_SERVE_TOKEN)")
-    p.add_argument("--webhook-secret", help="enable POST /webhooks/mlflow with this HMAC secret")
+    p.add_argument(
+        "--auth-token-file",
+        help="require 'Authorization: Bearer TOKEN' with the token in this file "
+        "(or set SAGA_SERVE_TOKEN, or SAGA_SERVE_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--webhook-secret-file",
+        help="enable POST /webhooks/mlflow with the HMAC secret in this file "
+        "(or set SAGA_WEBHOOK_SECRET, or SAGA_WEBHOOK_SECRET_FILE)",
+    )
+    p.add_argument("--auth-token", help="the bearer token itself (discouraged: visible in ps)")
+    p.add_argument("--webhook-secret", help="the webhook secret itself (discouraged: visible in ps)")
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 1 MiB)")
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     p.add_argument("--log-level", help="uvicorn/gateway log level (default warning)")
@@ -57,10 +84,34 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
+    import sys
 
+    from airflow_saga.core.redaction import split_userinfo
     from airflow_saga.serving import config
+    from airflow_saga.serving.auth import resolve_secret
     from airflow_saga.serving.server import serve
+
+    for flag in ("tracking_uri", "registry_uri"):
+        if getattr(args, flag) and split_userinfo(getattr(args, flag))[1]:
+            print(
+                f"saga serve: warning: --{flag.replace('_', '-')} carries credentials, visible to every user "
+                "(ps, /proc); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead",
+                file=sys.stderr,
+            )
+    token = resolve_secret(
+        flag=args.auth_token,
+        flag_name="--auth-token",
+        file=args.auth_token_file,
+        env_name="SAGA_SERVE_TOKEN",
+        what="bearer token",
+    )
+    webhook_secret = resolve_secret(
+        flag=args.webhook_secret,
+        flag_name="--webhook-secret",
+        file=args.webhook_secret_file,
+        env_name="SAGA_WEBHOOK_SECRET",
+        what="webhook secret",
+    )
 
     variants = config.parse_variants(args.variants) if args.variants else None
     cfg = config.build(
@@ -79,10 +130,14 @@ def run(args: argparse.Namespace) -> int:
         capture_dir=args.capture_dir,
         capture_format=args.capture_format,
         capture_sample=args.capture_sample,
+        capture_durability=args.capture_durability,
+        capture_spool_dir=args.capture_spool_dir,
+        capture_file_mode=args.capture_file_mode,
+        capture_dir_mode=args.capture_dir_mode,
         flush_interval=args.flush_interval,
         poll_interval=args.poll_interval,
-        auth_token=args.auth_token or os.environ.get("SAGA_SERVE_TOKEN") or None,
-        webhook_secret=args.webhook_secret or os.environ.get("SAGA_WEBHOOK_SECRET") or None,
+        auth_token=token,
+        webhook_secret=webhook_secret,
         max_body_bytes=args.max_body_bytes,
         workers=args.workers,
         log_level=args.log_level,

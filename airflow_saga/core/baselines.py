@@ -133,12 +133,10 @@ def _load_json(settings: MlflowSettings, uri: str) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
-    import mlflow.artifacts
+    from airflow_saga.core.mlflow_client import download_artifacts
 
     with tempfile.TemporaryDirectory(prefix="saga-stats-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.tracking_uri
-        )
+        local = download_artifacts(settings, uri, tmp)
         return json.loads(Path(local).read_text())
 
 

@@ -1,19 +1,40 @@
-"""Data capture: the record schema, a partitioned buffered writer, and a windowed reader.
+"""Data capture: the record schema and the gateway's partitioned writer (buffered or durable).
 
-The gateway appends what it served; the shadow-comparison and drift DAGs read windows of it. Files are
-plain JSONL or Parquet in hive-style partitions so pandas, pyarrow, DuckDB or Spark read them directly::
+The gateway writes what it served; the shadow-comparison and drift DAGs read windows of it through
+``core.capture_scan``. Files are plain JSONL or Parquet in hive-style partitions, on a local disk or any
+filesystem pyarrow or fsspec opens by URI (``s3://``, ``gs://``, ...), so pandas, pyarrow, DuckDB or Spark
+read them directly::
 
-    <root>/<model>/date=YYYY-MM-DD/hour=HH/<writer-id>.jsonl            predictions (one line per input row)
-    <root>/<model>/date=YYYY-MM-DD/hour=HH/<writer-id>-<seq>.parquet    (Parquet: one file per flush)
-    <root>/<model>/_feedback/date=YYYY-MM-DD/hour=HH/<writer-id>.jsonl  ground truth, joined by inference_id
+    <root>/<model>/date=YYYY-MM-DD/hour=HH/<writer-id>.jsonl          local JSONL: appended to
+    <root>/<model>/date=YYYY-MM-DD/hour=HH/<writer-id>-<seq>.<fmt>    Parquet, and every file on an object
+                                                                      store: one file per flush
+    <root>/<model>/_feedback/date=.../hour=.../...                    ground truth, joined by inference_id
+    <root>/<model>/_shadow/date=.../hour=.../...                      durable mode: shadow results, joined
+                                                                      by (inference_id, row)
 
-``_feedback`` starts with an underscore so ``pyarrow.dataset`` over ``<root>/<model>`` skips it by default.
+``_feedback`` and ``_shadow`` start with an underscore so ``pyarrow.dataset`` over ``<root>/<model>`` skips
+them by default.
 
-Durability: records are buffered in memory and written every ``flush_interval`` seconds and on ``close()``
-(the gateway calls it on SIGTERM). A hard kill (SIGKILL, power loss) loses at most the records of the
-last flush interval. JSONL files are appended to, so a reader may see a torn last line while a writer is
-active or after a hard kill; the reader skips such lines. Parquet files are written under a dot-prefixed
-temporary name and renamed into place, so a reader never sees half a file.
+Durability modes
+    ``buffered`` (default): records wait in memory and are written every ``flush_interval`` seconds and on
+    ``close()`` (the gateway calls it on SIGTERM). A hard kill loses at most the last flush interval.
+
+    ``durable``: every record is written before ``append`` returns, so before the gateway answers. A
+    ``write(2)`` into the page cache survives the death of the process (SIGKILL, OOM kill), not a power
+    loss: nothing is fsynced per request; open files are fsynced every flush interval, which bounds what a
+    power loss can take. Local JSONL files are appended to directly (the capture file is its own log). For
+    Parquet and object stores, whose files cannot grow by a record, records go to a local write-ahead spool
+    (``core.capture_spool``) published as one file per flush and replayed after a crash. If a record
+    cannot be written, ``append`` raises ``CaptureError`` and the gateway refuses the request (503) rather
+    than answer it unrecorded.
+
+    Shadow results arrive after the response. In durable mode the champion's record is written before the
+    response with ``shadow_error`` = ``SHADOW_PENDING``, and the shadow result goes later to ``_shadow``;
+    the reader merges it into the record. A record whose shadow result never arrived reads as "not run".
+
+Local JSONL may end in a torn last line while a writer is active or after a kill inside a write; readers
+skip it. Every other file is published whole (renamed into place, or one object upload). Files are created
+0640 and directories 0750 unless configured otherwise, whatever the umask.
 
 No Airflow imports here: the module is plain Python, shared by the gateway and the DAG operators.
 """
@@ -22,29 +43,45 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_saga.core.capture_store import (
+    DEFAULT_DIR_MODE,
+    DEFAULT_FILE_MODE,
+    Store,
+    append_record,
+    parse_mode,
+)
 from airflow_saga.core.errors import CaptureError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    import pandas as pd
+    from airflow_saga.core.capture_spool import Segment, Spool
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 FEEDBACK_DIR = "_feedback"
+SHADOW_DIR = "_shadow"
+SPOOL_DIR = "_spool"
 FORMATS = ("jsonl", "parquet")
+DURABILITY = ("buffered", "durable")
+DEFAULT_REMOTE_SPOOL = ".saga/capture-spool"
+REPLAY_EVERY_S = 30.0
+#: In durable mode, a mirrored request's record until its shadow result is merged in by the reader.
+SHADOW_PENDING = "not run: no shadow result recorded"
 
 #: Columns of a capture row, in file order (``features`` is a mapping column -> value).
 RECORD_FIELDS = (
@@ -63,7 +100,16 @@ RECORD_FIELDS = (
     "shadow_latency_ms",
     "shadow_error",
 )
+SHADOW_RESULT_FIELDS = (
+    "shadow_variant",
+    "shadow_model_version",
+    "shadow_prediction",
+    "shadow_latency_ms",
+    "shadow_error",
+)
+SHADOW_FIELDS = ("inference_id", "row", "timestamp", *SHADOW_RESULT_FIELDS)
 FEEDBACK_FIELDS = ("inference_id", "row", "ground_truth", "timestamp")
+STREAM_DIRS = {"capture": None, "shadow": SHADOW_DIR, "feedback": FEEDBACK_DIR}
 
 
 # --- confinement -----------------------------------------------------------------------------------
@@ -81,15 +127,6 @@ def model_dirname(model: str) -> str:
     if name[0] in "._":
         name = f"%{ord(name[0]):02X}{name[1:]}"
     return name
-
-
-def confined(root: str | os.PathLike[str], *parts: str) -> Path:
-    """``root/parts...``, refusing any result that resolves outside ``root`` (symlinks included)."""
-    base = Path(root).resolve()
-    path = base.joinpath(*parts).resolve()
-    if path != base and not path.is_relative_to(base):
-        raise CaptureError(f"capture path {path} escapes capture root {base}")
-    return path
 
 
 def partition_of(ts: float) -> tuple[str, str]:
@@ -110,7 +147,7 @@ class CaptureEntry:
     """One served request, as cheap to build on the response path as possible.
 
     It is expanded into one row per input row (features as a mapping, timestamps as ISO strings) only
-    when flushed, off the response path.
+    when written: at flush time in buffered mode, before the response in durable mode.
     """
 
     inference_id: str
@@ -149,6 +186,59 @@ class CaptureEntry:
                 "shadow_error": self.shadow_error,
             }
 
+    def shadow_records(self) -> Iterator[dict[str, Any]]:
+        """The shadow half of each row (durable mode), keyed like the champion's record."""
+        ts = iso(self.ts)
+        shadow = self.shadow_predictions
+        for i in range(len(self.rows)):
+            yield {
+                "inference_id": self.inference_id,
+                "row": i,
+                "timestamp": ts,
+                "shadow_variant": self.shadow_variant,
+                "shadow_model_version": self.shadow_model_version,
+                "shadow_prediction": shadow[i] if shadow is not None and i < len(shadow) else None,
+                "shadow_latency_ms": self.shadow_latency_ms,
+                "shadow_error": self.shadow_error,
+            }
+
+
+# --- settings --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """How and where a writer writes; plain values, so it pickles to the shadow worker process."""
+
+    root: str
+    fmt: str = "jsonl"
+    flush_interval: float = 1.0
+    durability: str = "buffered"
+    spool_dir: str | None = None
+    file_mode: int = DEFAULT_FILE_MODE
+    dir_mode: int = DEFAULT_DIR_MODE
+    max_retained_rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not str(self.root).strip():
+            raise CaptureError("capture location is empty")
+        if self.fmt not in FORMATS:
+            raise CaptureError(f"capture format must be one of {FORMATS}, got {self.fmt!r}")
+        if self.durability not in DURABILITY:
+            raise CaptureError(f"capture durability must be one of {DURABILITY}, got {self.durability!r}")
+        if not isinstance(self.flush_interval, int | float) or self.flush_interval <= 0:
+            raise CaptureError(f"flush interval must be positive, got {self.flush_interval}")
+        object.__setattr__(self, "root", str(self.root))
+        object.__setattr__(
+            self, "file_mode", parse_mode(self.file_mode, "capture file mode", directory=False)
+        )
+        object.__setattr__(
+            self, "dir_mode", parse_mode(self.dir_mode, "capture directory mode", directory=True)
+        )
+
+    def replace(self, **changes: Any) -> CaptureSettings:
+        return dataclasses.replace(self, **changes)
+
 
 # --- writer ------------------------------------------------------------------------------------------
 
@@ -157,132 +247,344 @@ class CaptureEntry:
 class _Stats:
     requests: int = 0
     rows: int = 0
+    shadow_rows: int = 0
     feedback: int = 0
     files: int = 0
     errors: int = 0
+    dropped: int = 0
+    replayed_segments: int = 0
     last_error: str | None = None
     extra: dict[str, int] = field(default_factory=dict)
 
 
 class CaptureWriter:
-    """Buffer capture entries and feedback in memory; a background thread writes them every interval.
+    """Write capture entries, shadow results and feedback of one model, buffered or durably.
 
-    ``append`` is a lock-free ``deque.append`` so the response path pays almost nothing; serialisation and
-    file I/O happen on the flusher thread. Files are named by a per-writer id, so several gateway workers or
-    replicas can share one root without coordination.
+    Buffered: ``append`` is a lock-free ``deque.append`` (the response path pays almost nothing) and a
+    background thread serialises and writes every interval. Durable: ``append`` encodes the records and
+    writes them with one ``write(2)`` before returning. Files are named by a per-writer id, so several
+    gateway workers or replicas share one root without coordination. A write that fails in buffered mode
+    (an object store briefly unreachable) is retried at the next flush, up to ``max_retained_rows`` rows.
     """
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | CaptureSettings,
         model_name: str,
         fmt: str = "jsonl",
         flush_interval: float = 1.0,
+        **options: Any,
     ) -> None:
-        if fmt not in FORMATS:
-            raise CaptureError(f"capture format must be one of {FORMATS}, got {fmt!r}")
-        if flush_interval <= 0:
-            raise CaptureError(f"flush interval must be positive, got {flush_interval}")
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if isinstance(root, CaptureSettings):
+            settings = root.replace(**options) if options else root
+        else:
+            settings = CaptureSettings(str(root), fmt, flush_interval, **options)
+        self.settings = settings
+        self.fmt = settings.fmt
+        self.flush_interval = settings.flush_interval
+        self.durable = settings.durability == "durable"
+        self.store = Store(settings.root, file_mode=settings.file_mode, dir_mode=settings.dir_mode)
+        self.store.check_writable()
+        self.root = self.store.root
         self.model_name = model_name
-        self.model_dir = confined(self.root, model_dirname(model_name))
-        self.fmt = fmt
-        self.flush_interval = flush_interval
+        self.model_dirname = model_dirname(model_name)
+        self.model_dir = self.store.join(self.store.root, self.model_dirname)
         self.writer_id = uuid.uuid4().hex
         self.stats = _Stats()
         self._entries: collections.deque[CaptureEntry] = collections.deque()
+        self._shadow: collections.deque[CaptureEntry] = collections.deque()
         self._feedback: collections.deque[dict[str, Any]] = collections.deque()
+        self._retained: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self._seq = 0
         self._flush_lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._fds: dict[tuple[str, str, str], int] = {}
+        self._fds_used: set[tuple[str, str, str]] = set()
+        self._hour: tuple[int, tuple[str, str]] = (-1, ("", ""))
+        self._spooled = 0
+        self._failed_segments: list[Segment] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.spool_base = self._spool_base()
+        self._spool: Spool | None = None
+        if self.durable and (self.store.remote or self.fmt == "parquet"):
+            from airflow_saga.core.capture_spool import Spool
 
-    # response path
+            self._spool = Spool(
+                self.spool_base, self.model_dirname, self.writer_id, self.store.uri, settings.file_mode,
+                settings.dir_mode,
+            )  # fmt: skip
+
+    @property
+    def location(self) -> str:
+        """Where the model's capture goes, safe to show (URIs are redacted)."""
+        return self.store.uri.rstrip("/") + "/" + self.model_dirname
+
+    def _spool_base(self) -> Path:
+        if self.settings.spool_dir:
+            return Path(self.settings.spool_dir).resolve()
+        if self.store.remote:
+            return Path(os.environ.get("SAGA_CAPTURE_SPOOL_DIR") or DEFAULT_REMOTE_SPOOL).resolve()
+        return Path(self.store.root) / SPOOL_DIR
+
+    # --- response path ----------------------------------------------------------------------------------
     def append(self, entry: CaptureEntry) -> None:
-        self._entries.append(entry)
+        """The champion's record(s) of one request. Durable mode: written when this returns."""
+        if not self.durable:
+            self._entries.append(entry)
+            return
+        rows = list(entry.records(self.model_name))
+        self._log("capture", entry.ts, rows)
+        self.stats.requests += 1
+        self.stats.rows += len(rows)
+
+    def append_shadow(self, entry: CaptureEntry) -> None:
+        """The shadow result of a request whose record was written with ``SHADOW_PENDING`` (durable mode)."""
+        if not self.durable:
+            self._shadow.append(entry)
+            return
+        rows = list(entry.shadow_records())
+        self._log("shadow", entry.ts, rows)
+        self.stats.shadow_rows += len(rows)
 
     def append_feedback(self, inference_id: str, ground_truth: Any, row: int | None, ts: float) -> None:
-        self._feedback.append(
-            {"inference_id": inference_id, "row": row, "ground_truth": ground_truth, "ts": ts}
-        )
+        record = {"inference_id": inference_id, "row": row, "ground_truth": ground_truth, "ts": ts}
+        if not self.durable:
+            self._feedback.append(record)
+            return
+        self._log("feedback", ts, [_feedback_row(record)])
+        self.stats.feedback += 1
+
+    def _partition(self, ts: float) -> tuple[str, str]:
+        hour = int(ts // 3600)
+        cached = self._hour
+        if cached[0] == hour:
+            return cached[1]
+        part = partition_of(ts)
+        self._hour = (hour, part)
+        return part
+
+    def _log(self, stream: str, ts: float, rows: list[dict[str, Any]]) -> None:
+        """Durable mode: write ``rows`` now, to the destination file or the spool."""
+        date, hour = self._partition(ts)
+        key = (stream, date, hour)
+        data = _encode_lines(rows)
+        try:
+            if self._spool is not None and (self.store.remote or stream == "capture"):
+                self._spool.write(key, data)
+                self._spooled += len(rows)
+            else:
+                with self._io_lock:
+                    fd = self._fds.get(key)
+                    if fd is None:
+                        fd = self.store.open_append(self._part_dir(*key), f"{self.writer_id}.jsonl")
+                        self._fds[key] = fd
+                    self._fds_used.add(key)
+                    append_record(fd, data)
+        except (OSError, CaptureError) as exc:
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            raise CaptureError(f"capture of model {self.model_name!r} could not be written: {exc}") from exc
+
+    @property
+    def retained_rows(self) -> int:
+        """Rows whose write failed, kept for the next flush (buffered mode)."""
+        return sum(len(r) for r in self._retained.values())
 
     @property
     def backlog(self) -> int:
-        """Entries accepted but not yet on disk."""
-        return len(self._entries) + len(self._feedback)
+        """Records accepted but not yet in the destination."""
+        queued = len(self._entries) + len(self._shadow) + len(self._feedback)
+        return queued + self.retained_rows + self._spooled
 
-    # lifecycle
+    # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> CaptureWriter:
         self._thread = threading.Thread(target=self._run, name="saga-capture-flush", daemon=True)
         self._thread.start()
         return self
 
     def close(self) -> None:
-        """Stop the flusher and write everything still buffered."""
+        """Stop the flusher and write everything still buffered (or spooled)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=60)
         self.flush()
+        with self._io_lock:
+            for fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+                os.close(fd)
+            self._fds.clear()
+        if self._spool is not None:
+            self._spool.close()
 
     def _run(self) -> None:
+        self._guarded(self.replay_orphans)
+        last_replay = time.monotonic()
         while not self._stop.wait(self.flush_interval):
-            try:
-                self.flush()
-            except Exception as exc:  # never let the flusher die; the next tick retries
-                log.exception("capture flush failed")
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._guarded(self.flush)
+            if self._spool is not None and time.monotonic() - last_replay > REPLAY_EVERY_S:
+                self._guarded(self.replay_orphans)
+                last_replay = time.monotonic()
+
+    def _guarded(self, fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:  # never let the flusher die; the next tick retries
+            log.exception("capture flush failed")
+            self._error(exc)
+
+    def _error(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
 
     def flush(self) -> int:
-        """Write every buffered entry now; return the number of rows written."""
+        """Write everything accepted so far; return the number of capture rows written."""
         with self._flush_lock:
-            entries = _drain(self._entries)
-            feedback = _drain(self._feedback)
-            written = 0
-            if entries:
-                by_part: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
-                for e in entries:
-                    by_part[partition_of(e.ts)].extend(e.records(self.model_name))
-                for (date, hour), rows in by_part.items():
-                    self._write(self._part_dir(None, date, hour), rows, self.fmt)
-                    written += len(rows)
-                self.stats.requests += len(entries)
-                self.stats.rows += written
-            if feedback:
-                fb_parts: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
-                for f in feedback:
-                    ts = f.pop("ts")
-                    f["timestamp"] = iso(ts)
-                    fb_parts[partition_of(ts)].append(f)
-                for (date, hour), rows in fb_parts.items():
-                    self._write(self._part_dir(FEEDBACK_DIR, date, hour), rows, "jsonl")
-                self.stats.feedback += len(feedback)
-            return written
+            if self.durable:
+                return self._flush_durable()
+            return self._flush_buffered()
 
-    def _part_dir(self, sub: str | None, date: str, hour: str) -> Path:
-        parts = [sub] if sub else []
-        path = confined(self.model_dir, *parts, f"date={date}", f"hour={hour}")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def _flush_buffered(self) -> int:
+        entries = _drain(self._entries)
+        shadow = _drain(self._shadow)
+        feedback = _drain(self._feedback)
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = self._retained
+        self._retained = {}
+        requests: dict[tuple[str, str, str], int] = collections.Counter()
+        for e in entries:
+            key = ("capture", *partition_of(e.ts))
+            groups.setdefault(key, []).extend(e.records(self.model_name))
+            requests[key] += 1
+        for e in shadow:
+            groups.setdefault(("shadow", *partition_of(e.ts)), []).extend(e.shadow_records())
+        for f in feedback:
+            groups.setdefault(("feedback", *partition_of(f["ts"])), []).append(_feedback_row(f))
+        written = 0
+        for key, rows in groups.items():
+            try:
+                self._write_rows(key, rows)
+            except Exception as exc:
+                log.warning("capture write to %s failed (%s); retrying at the next flush", self.location, exc)
+                self._error(exc)
+                self._retained[key] = rows
+                continue
+            if key[0] == "capture":
+                written += len(rows)
+                self.stats.requests += requests.get(key, 0)
+            elif key[0] == "shadow":
+                self.stats.shadow_rows += len(rows)
+            else:
+                self.stats.feedback += len(rows)
+        self.stats.rows += written
+        self._bound_retained()
+        return written
 
-    def _write(self, directory: Path, rows: list[dict[str, Any]], fmt: str) -> None:
-        if fmt == "jsonl":
-            data = _encode_lines(rows)
-            with open(directory / f"{self.writer_id}.jsonl", "ab") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+    def _bound_retained(self) -> None:
+        total = sum(len(r) for r in self._retained.values())
+        while total > self.settings.max_retained_rows and self._retained:
+            key = next(iter(self._retained))
+            lost = self._retained.pop(key)
+            total -= len(lost)
+            self.stats.dropped += len(lost)
+            log.error("capture of %s: dropped %d unwritable rows of %s", self.model_name, len(lost), key)
+
+    def _write_rows(self, key: tuple[str, str, str], rows: list[dict[str, Any]]) -> None:
+        stream = key[0]
+        fmt = self.fmt if stream == "capture" else "jsonl"
+        directory = self._part_dir(*key)
+        if fmt == "jsonl" and not self.store.remote:
+            fd = self.store.open_append(directory, f"{self.writer_id}.jsonl")
+            try:
+                append_record(fd, _encode_lines(rows))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
             self._seq += 1
-            name = f"{self.writer_id}-{self._seq:06d}.parquet"
-            tmp = directory / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
-            os.replace(tmp, directory / name)
+            data = _encode_lines(rows) if fmt == "jsonl" else _parquet_bytes(rows)
+            self.store.publish(directory, f"{self.writer_id}-{self._seq:06d}.{fmt}", data)
         self.stats.files += 1
+
+    def _flush_durable(self) -> int:
+        with self._io_lock:  # records are on disk already; fsync bounds what a power loss can take
+            for key in list(self._fds):
+                fd = self._fds[key]
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+                if key not in self._fds_used:  # an hour that has passed
+                    os.close(fd)
+                    del self._fds[key]
+            self._fds_used = set()
+        if self._spool is None:
+            return 0
+        segments = [*self._failed_segments, *self._spool.rotate()]
+        self._failed_segments = []
+        rows = 0
+        for seg in segments:
+            try:
+                n = self._publish(seg)
+            except Exception as exc:
+                log.warning("capture publish of %s failed (%s); retrying at the next flush", seg.path, exc)
+                self._error(exc)
+                self._failed_segments.append(seg)
+                continue
+            self._spooled = max(0, self._spooled - n)
+            rows += n if seg.stream == "capture" else 0
+        return rows
+
+    def _publish(self, seg: Segment) -> int:
+        """Publish one spool segment as one destination file, then delete it; return its record count."""
+        data = seg.complete_bytes()
+        n = data.count(b"\n")
+        if n:
+            fmt = self.fmt if seg.stream == "capture" else "jsonl"
+            payload = data if fmt == "jsonl" else _parquet_bytes(_decode_lines(data))
+            self.store.publish(
+                self._part_dir(seg.stream, seg.date, seg.hour),
+                f"{seg.writer_id}-{seg.seq:06d}.{fmt}",
+                payload,
+            )
+            self.stats.files += 1
+        seg.path.unlink(missing_ok=True)
+        return n
+
+    def replay_orphans(self) -> int:
+        """Publish the spooled records of dead writers of this model and root; return the segment count."""
+        from airflow_saga.core.capture_spool import orphan
+
+        base = self.spool_base / self.model_dirname
+        if not base.is_dir():
+            return 0
+        own = self._spool.dir if self._spool is not None else None
+        dirs = sorted(p for p in base.iterdir() if p.is_dir() and p != own)
+        done = 0
+        for d in dirs:
+            with orphan(d, self.store.uri) as segments:
+                if not segments:
+                    continue
+                for seg in segments:
+                    self._publish(seg)
+                    done += 1
+                log.warning(
+                    "capture: replayed %d spooled segment(s) of dead writer %s", len(segments), d.name
+                )
+        self.stats.replayed_segments += done
+        return done
+
+    def _part_dir(self, stream: str, date: str, hour: str) -> str:
+        sub = STREAM_DIRS[stream]
+        parts = [sub] if sub else []
+        return self.store.join(self.model_dir, *parts, f"date={date}", f"hour={hour}")
+
+
+def _feedback_row(f: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "inference_id": f["inference_id"],
+        "row": f["row"],
+        "ground_truth": f["ground_truth"],
+        "timestamp": iso(f["ts"]),
+    }
 
 
 def _drain(dq: collections.deque) -> list:
@@ -292,7 +594,7 @@ def _drain(dq: collections.deque) -> list:
     return out
 
 
-def _encode_lines(rows: list[dict[str, Any]]) -> bytes:
+def _encode_lines(rows: Iterable[dict[str, Any]]) -> bytes:
     """JSON lines; msgspec (an mlflow dependency) is several times faster than json, in the server process."""
     try:
         import msgspec
@@ -306,6 +608,19 @@ def _encode_lines(rows: list[dict[str, Any]]) -> bytes:
     return bytes(buf)
 
 
+def _decode_lines(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
 def _json_default(obj: Any) -> Any:
     """Numpy scalars/arrays and other odd values reach JSON as plain Python values."""
     if hasattr(obj, "tolist"):
@@ -313,195 +628,6 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     return str(obj)
-
-
-# --- reader --------------------------------------------------------------------------------------------
-
-
-def to_utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    """An aware UTC datetime; naive values are taken as UTC; None or "" (an unset Param) mean no bound."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.strip())
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
-def partition_dirs(base: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
-    """Hour partitions under ``base`` that may hold rows in [start, end), by their names alone."""
-    if not base.is_dir():
-        return []
-    lo = start.replace(minute=0, second=0, microsecond=0) if start else None
-    out = []
-    for ddir in sorted(base.glob("date=*")):
-        for hdir in sorted(ddir.glob("hour=*")):
-            try:
-                when = dt.datetime.strptime(f"{ddir.name[5:]} {hdir.name[5:]}", "%Y-%m-%d %H").replace(
-                    tzinfo=dt.UTC
-                )
-            except ValueError:
-                continue
-            if (lo is None or when >= lo) and (end is None or when < end):
-                out.append(hdir)
-    return out
-
-
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):  # torn last line of an active or killed writer
-                break
-            try:
-                yield json.loads(line)
-            except ValueError:
-                log.warning("skipping unreadable capture line in %s", path)
-
-
-def _read_dirs(dirs: list[Path]) -> pd.DataFrame:
-    import pandas as pd
-
-    frames: list[pd.DataFrame] = []
-    records: list[dict[str, Any]] = []
-    for d in dirs:
-        for f in sorted(d.iterdir()):
-            if f.name.startswith((".", "_")):
-                continue
-            if f.suffix == ".jsonl":
-                records.extend(_read_jsonl(f))
-            elif f.suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                frames.append(pq.read_table(f).to_pandas())
-    if records:
-        frames.append(pd.DataFrame.from_records(records))
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def _window(df: pd.DataFrame, start: dt.datetime | None, end: dt.datetime | None) -> pd.DataFrame:
-    import pandas as pd
-
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
-    mask = pd.Series(True, index=df.index)
-    if start is not None:
-        mask &= df["timestamp"] >= pd.Timestamp(start)
-    if end is not None:
-        mask &= df["timestamp"] < pd.Timestamp(end)
-    return df.loc[mask].reset_index(drop=True)
-
-
-def _flatten_features(df: pd.DataFrame) -> pd.DataFrame:
-    """``features`` (dicts) -> one ``features.<name>`` column per feature, like pyarrow's flatten()."""
-    import pandas as pd
-
-    if "features" not in df.columns:
-        return df
-    if df.empty:
-        return df.drop(columns=["features"])
-    feats = pd.DataFrame.from_records(
-        [f if isinstance(f, dict) else {} for f in df["features"]], index=df.index
-    )
-    feats.columns = [f"features.{c}" for c in feats.columns]
-    return pd.concat([df.drop(columns=["features"]), feats], axis=1)
-
-
-def read_capture(
-    root: str | os.PathLike[str],
-    model: str,
-    start: dt.datetime | str | None = None,
-    end: dt.datetime | str | None = None,
-    columns: list[str] | None = None,
-    *,
-    variant: str | None = None,
-    flatten: bool = True,
-    with_feedback: bool = False,
-) -> pd.DataFrame:
-    """Capture rows of ``model`` with ``start <= timestamp < end`` (UTC; naive datetimes are taken as UTC).
-
-    Only hour partitions overlapping the window are opened. ``flatten`` expands ``features`` into one
-    ``features.<name>`` column per feature. ``columns`` selects output columns (after flattening; use
-    ``"features.*"`` for all feature columns). ``with_feedback`` left-joins ground truth (see
-    :func:`join_feedback`), reading feedback from ``start`` onwards because labels arrive late.
-    """
-    import pandas as pd
-
-    s, e = to_utc(start), to_utc(end)
-    base = confined(root, model_dirname(model))
-    df = _read_dirs(partition_dirs(base, s, e))
-    if df.empty:
-        df = pd.DataFrame({c: pd.Series(dtype="object") for c in RECORD_FIELDS})
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-    else:
-        df = _window(df, s, e)
-    if variant is not None:
-        df = df.loc[df["variant"] == variant].reset_index(drop=True)
-    if flatten:
-        df = _flatten_features(df)
-    if with_feedback:
-        df = join_feedback(df, read_feedback(root, model, start=s))
-    if columns is not None:
-        wanted: list[str] = []
-        for c in columns:
-            if c == "features.*":
-                wanted.extend(x for x in df.columns if x.startswith("features."))
-            elif c not in df.columns:
-                raise CaptureError(f"capture of model {model!r} has no column {c!r}")
-            else:
-                wanted.append(c)
-        df = df[wanted]
-    return df
-
-
-def read_feedback(
-    root: str | os.PathLike[str],
-    model: str,
-    start: dt.datetime | str | None = None,
-    end: dt.datetime | str | None = None,
-) -> pd.DataFrame:
-    """Ground-truth records of ``model`` received in [start, end); the latest per (inference_id, row) wins."""
-    import pandas as pd
-
-    s, e = to_utc(start), to_utc(end)
-    base = confined(root, model_dirname(model), FEEDBACK_DIR)
-    df = _read_dirs(partition_dirs(base, s, e))
-    if df.empty:
-        out = pd.DataFrame({c: pd.Series(dtype="object") for c in FEEDBACK_FIELDS})
-        out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
-        return out
-    df = _window(df, s, e).sort_values("timestamp", kind="stable")
-    df["row"] = df["row"].astype("Int64") if "row" in df else pd.array([pd.NA] * len(df), dtype="Int64")
-    return df.drop_duplicates(["inference_id", "row"], keep="last").reset_index(drop=True)
-
-
-def join_feedback(capture: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
-    """Left-join ``ground_truth`` and ``feedback_timestamp`` onto capture rows.
-
-    Feedback that names a ``row`` matches that row of the request; feedback without one matches every row
-    of its inference id (the usual one-row request). A row-specific label wins over a request-wide one.
-    """
-    import pandas as pd
-
-    out = capture.copy()
-    out["ground_truth"] = pd.Series([None] * len(out), index=out.index, dtype="object")
-    out["feedback_timestamp"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
-    if feedback.empty or out.empty:
-        return out
-    fb = feedback.rename(columns={"timestamp": "feedback_timestamp"})
-    general = fb[fb["row"].isna()].drop(columns=["row"]).drop_duplicates("inference_id", keep="last")
-    specific = fb[fb["row"].notna()].astype({"row": "int64"})
-    for part, keys in ((general, ["inference_id"]), (specific, ["inference_id", "row"])):
-        if part.empty:
-            continue
-        left = out[keys].astype({"row": "int64"}) if "row" in keys else out[keys]
-        merged = left.merge(part, on=keys, how="left")
-        hit = merged["ground_truth"].notna().to_numpy() | merged["feedback_timestamp"].notna().to_numpy()
-        out.loc[hit, "ground_truth"] = merged.loc[hit, "ground_truth"].to_numpy()
-        out.loc[hit, "feedback_timestamp"] = merged.loc[hit, "feedback_timestamp"].to_numpy()
-    return out
 
 
 @contextlib.contextmanager

@@ -12,7 +12,10 @@ module, and never read a ``_private`` attribute of a library object outside it.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
+import inspect
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,7 +30,47 @@ MLFLOW_HTTP_REQUEST_MODULES: tuple[str, ...] = (
     "mlflow.store.artifact.http_artifact_repo",
     "mlflow.utils.server_info",
 )
+#: Modules that bind ``cloud_storage_http_request`` (presigned artifact up/downloads, e.g. an S3-backed
+#: server with multipart downloads): the defining module first, then the importers. Importers that are not
+#: imported yet bind the wrapped function when they are, so only loaded ones are patched.
+MLFLOW_CLOUD_REQUEST_MODULES: tuple[str, ...] = (
+    "mlflow.utils.request_utils",
+    "mlflow.utils.rest_utils",
+    "mlflow.utils.file_utils",
+    "mlflow.store.artifact.presigned_url_artifact_repo",
+    "mlflow.store.artifact.optimized_s3_artifact_repo",
+    "mlflow.store.artifact.databricks_artifact_repo",
+    "mlflow.data.http_dataset_source",
+)
 WRAPPED_MARK = "__saga_wrapped__"
+
+
+def _install(
+    modules: tuple[str, ...],
+    attr: str,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+    *,
+    import_missing: bool,
+) -> list[str]:
+    import sys
+
+    patched = []
+    for name in modules:
+        module = sys.modules.get(name)
+        if module is None and import_missing:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # pragma: no cover - optional module in some mlflow builds
+                module = None
+        if module is None:
+            continue
+        current = getattr(module, attr, None)
+        if current is not None and not hasattr(current, WRAPPED_MARK):
+            wrapped = wrap(current)
+            setattr(wrapped, WRAPPED_MARK, current)
+            setattr(module, attr, wrapped)
+            patched.append(name)
+    return patched
 
 
 def install_http_request_wrapper(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> list[str]:
@@ -37,19 +80,81 @@ def install_http_request_wrapper(wrap: Callable[[Callable[..., Any]], Callable[.
     modules patched now. Relies on MLflow's REST helpers calling ``http_request(host_creds, endpoint,
     method, ...)`` through the module-level name.
     """
-    patched = []
-    for name in MLFLOW_HTTP_REQUEST_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # pragma: no cover - optional module in some mlflow builds
-            continue
-        current = getattr(module, "http_request", None)
-        if current is not None and not hasattr(current, WRAPPED_MARK):
-            wrapped = wrap(current)
-            setattr(wrapped, WRAPPED_MARK, current)
-            module.http_request = wrapped  # type: ignore[attr-defined]
-            patched.append(name)
-    return patched
+    return _install(MLFLOW_HTTP_REQUEST_MODULES, "http_request", wrap, import_missing=True)
+
+
+def install_cloud_request_wrapper(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> list[str]:
+    """Replace ``cloud_storage_http_request(method, url, ...)`` wherever it is bound (see the module list).
+
+    Relies on ``mlflow.utils.request_utils.download_chunk`` and ``file_utils.download_file_using_http_uri``
+    calling it through their module-level names. The defining module is patched first, so modules imported
+    later bind the wrapper.
+    """
+    return _install(MLFLOW_CLOUD_REQUEST_MODULES, "cloud_storage_http_request", wrap, import_missing=False)
+
+
+def install_context_propagating_artifact_pools() -> bool:
+    """Make every MLflow artifact repository run its thread-pool work in the submitter's ``contextvars``.
+
+    MLflow downloads (and multipart-uploads) artifacts in ``ArtifactRepository.thread_pool`` workers; a
+    plain ``ThreadPoolExecutor`` runs them without the caller's context, so a per-call deadline kept in a
+    ``ContextVar`` would not reach them. Relies on ``ArtifactRepository._create_thread_pool`` building every
+    pool (``thread_pool`` and ``chunk_thread_pool``). Returns True when patched now.
+    """
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+
+    current = ArtifactRepository._create_thread_pool
+    if hasattr(current, WRAPPED_MARK):
+        return False
+
+    def _create_thread_pool(self: Any) -> Any:
+        return _ContextThreadPool(
+            max_workers=self.max_workers, thread_name_prefix=f"Mlflow{self.__class__.__name__}"
+        )
+
+    setattr(_create_thread_pool, WRAPPED_MARK, current)
+    ArtifactRepository._create_thread_pool = _create_thread_pool  # type: ignore[method-assign]
+    return True
+
+
+def install_bounded_multipart_upload_part() -> bool:
+    """Send multipart-upload parts through ``cloud_storage_http_request`` (bounded) instead of a bare
+    ``requests.put`` without any timeout. Relies on ``HttpArtifactRepository._upload_part(credential,
+    local_file, size, start_byte)`` returning a ``MultipartUploadPart``. Returns True when patched now."""
+    from mlflow.entities.multipart_upload import MultipartUploadPart
+    from mlflow.environment_variables import MLFLOW_S3_IGNORE_TLS
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+    from mlflow.utils import request_utils
+    from mlflow.utils.file_utils import read_chunk
+    from mlflow.utils.rest_utils import augmented_raise_for_status
+
+    current = HttpArtifactRepository.__dict__.get("_upload_part")
+    if current is None or hasattr(getattr(current, "__func__", current), WRAPPED_MARK):
+        return False
+
+    def _upload_part(credential: Any, local_file: str, size: int, start_byte: int) -> Any:
+        data = read_chunk(local_file, size, start_byte)
+        response = request_utils.cloud_storage_http_request(
+            "put",
+            credential.url,
+            data=data,
+            headers=credential.headers,
+            verify=not MLFLOW_S3_IGNORE_TLS.get(),
+        )
+        augmented_raise_for_status(response)
+        return MultipartUploadPart(
+            part_number=credential.part_number, etag=response.headers.get("ETag", ""), url=credential.url
+        )
+
+    wrapped = staticmethod(_upload_part)
+    setattr(_upload_part, WRAPPED_MARK, current)
+    HttpArtifactRepository._upload_part = wrapped  # type: ignore[assignment]
+    return True
+
+
+class _ContextThreadPool(ThreadPoolExecutor):
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 def mlflow_host_creds(**fields: Any) -> Any:
@@ -57,6 +162,77 @@ def mlflow_host_creds(**fields: Any) -> Any:
     from mlflow.utils.rest_utils import MlflowHostCreds
 
     return MlflowHostCreds(**fields)
+
+
+_carrier_cls: Any = None
+
+
+def host_creds_carrying(payload: Any, store_uri: str, **overrides: Any) -> Any:
+    """``MlflowHostCreds`` for ``store_uri`` as MLflow builds them (TLS options from the environment), with
+    ``overrides`` (credentials) applied and ``payload`` attached for our ``http_request`` wrapper.
+
+    Relies on ``mlflow.utils.credentials.get_default_host_creds`` and on ``http_request`` reading only
+    attributes of the creds object (a subclass instance passes through MLflow untouched).
+    """
+    global _carrier_cls
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    if _carrier_cls is None:
+        _carrier_cls = type("SagaHostCreds", (MlflowHostCreds,), {"saga_payload": None})
+    base = get_default_host_creds(store_uri)
+    creds = _carrier_cls.__new__(_carrier_cls)
+    creds.__dict__.update(base.__dict__)
+    creds.__dict__.update(overrides)
+    creds.saga_payload = payload
+    return creds
+
+
+def payload_of(host_creds: Any) -> Any:
+    """What :func:`host_creds_carrying` attached, or None for creds MLflow built itself."""
+    return getattr(host_creds, "saga_payload", None) if _carrier_cls is not None else None
+
+
+def bind_rest_stores(
+    client: Any, tracking_creds: Callable[[], Any], registry_creds: Callable[[], Any] | None
+) -> None:
+    """Give ``client`` REST stores of its own whose every request uses the given host-creds providers.
+
+    MLflow caches one store per URI for the whole process and reads credentials from the environment, so
+    two clients of one server would share credentials. Relies on ``MlflowClient._tracking_client`` (a
+    ``TrackingServiceClient`` whose ``store`` is a property) and the lazily created
+    ``MlflowClient._registry_client_lazy`` (a ``ModelRegistryClient``, same shape); both classes are
+    swapped for subclasses whose ``store`` returns our instance.
+    """
+    from mlflow.store.model_registry.rest_store import RestStore as RegistryRestStore
+    from mlflow.store.tracking.rest_store import RestStore as TrackingRestStore
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    tracking = client._tracking_client
+    tracking.__class__ = _own_store_class(type(tracking))
+    tracking.saga_store = TrackingRestStore(tracking_creds)
+    if registry_creds is not None:
+        registry = ModelRegistryClient.__new__(_own_store_class(ModelRegistryClient))
+        registry.registry_uri = client._registry_uri
+        registry.tracking_uri = client.tracking_uri
+        registry.saga_store = RegistryRestStore(registry_creds)
+        client._registry_client_lazy = registry
+
+
+_own_store_classes: dict[type, type] = {}
+
+
+def _own_store_class(base: type) -> type:
+    cls = _own_store_classes.get(base)
+    if cls is None:
+        cls = type(f"Saga{base.__name__}", (base,), {"store": property(lambda self: self.saga_store)})
+        _own_store_classes[base] = cls
+    return cls
+
+
+def store_of(client: Any, which: str) -> Any:
+    """The tracking (``"tracking"``) or registry (``"registry"``) store a client really uses (for tests)."""
+    return client._tracking_client.store if which == "tracking" else client._get_registry_client().store
 
 
 def sklearn_estimator_of(pyfunc: Any) -> Any | None:
@@ -107,9 +283,12 @@ def end_run(client: Any, run_id: str, status: str, end_time_ms: int) -> None:
     """
     from mlflow.entities import RunStatus
 
-    client._tracking_client.store.update_run_info(
-        run_id, run_status=RunStatus.from_string(status), end_time=end_time_ms, run_name=None
-    )
+    from airflow_saga.core.mlflow_client import bounded
+
+    with bounded(client):  # one bounded call, like every public method of a saga client
+        client._tracking_client.store.update_run_info(
+            run_id, run_status=RunStatus.from_string(status), end_time=end_time_ms, run_name=None
+        )
 
 
 #: The write methods ``registry_writer`` callers use; the compat test checks each exists with this signature.
@@ -132,7 +311,28 @@ def registry_writer(client: Any) -> Any:
     doubles the requests. Relies on ``MlflowClient._get_registry_client()`` returning a
     ``ModelRegistryClient`` with the methods in ``REGISTRY_WRITES``.
     """
-    return client._get_registry_client()
+    return _BoundedWriter(client, client._get_registry_client())
+
+
+class _BoundedWriter:
+    """Each write one bounded call against the client's server (``mlflow_client.bounded``)."""
+
+    def __init__(self, client: Any, registry: Any) -> None:
+        self._client, self._registry = client, registry
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in REGISTRY_WRITES:
+            raise AttributeError(name)
+        method = getattr(self._registry, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from airflow_saga.core.mlflow_client import bounded
+
+            with bounded(self._client):
+                return method(*args, **kwargs)
+
+        call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+        return call
 
 
 # ---------------------------------------------------------------------------------------------- Evidently

@@ -9,9 +9,10 @@ Why this exists
     complete, JSON-serialisable decision record for the task log and the registry tags.
 
 Condition objects (frozen dataclasses, hashable, comparable)
-    ``Ge Gt Le Lt Eq`` (two operands), ``In`` (operand in a list of literals), ``Not``, ``And``, ``Or``, and
-    ``Improves(metric, min_absolute=None, min_relative=None, greater_is_better=True)``. ``a & b``,
-    ``a | b`` and ``~a`` build ``And``, ``Or`` and ``Not``.
+    ``Ge Gt Le Lt Eq`` (two operands), ``In`` (operand in a list of literals), ``Not``, ``And``, ``Or``,
+    ``Improves(metric, min_absolute=None, min_relative=None, greater_is_better=True)`` and
+    ``SliceImproves(metric, ..., by=None, min_rows=None)``. ``a & b``, ``a | b`` and ``~a`` build ``And``,
+    ``Or`` and ``Not``.
 
 Operands
     A ``Metric`` reference or a literal ``Value`` (number, string, boolean). ``candidate.accuracy`` and a
@@ -27,12 +28,13 @@ String form (grammar)
         or         := and ("or" and)*
         and        := not ("and" not)*
         not        := "not" not | atom
-        atom       := "(" condition ")" | improves | comparison | "champion.exists"
+        atom       := "(" condition ")" | call | comparison | "champion.exists"
         comparison := operand (">=" | ">" | "<=" | "<" | "==" | "!=") operand
                     | operand ["not"] "in" "[" [literal ("," literal)* [","]] "]"
-        improves   := "improves" "(" metric ("," kwarg)* ")"
+        call       := ("improves" | "slice_improves") "(" metric ("," kwarg)* ")"
         kwarg      := "min_absolute" "=" number | "min_relative" "=" number
                     | ("greater_is_better" | "lower_is_better") ["=" ("true" | "false")]
+                    | "by" "=" (string | name) | "min_rows" "=" integer     (slice_improves only)
         operand    := metric | literal
         metric     := name ("." name)* | ("candidate" | "champion") "[" string "]"
         literal    := number | string | "true" | "false"
@@ -43,7 +45,8 @@ String form (grammar)
 
 JSON form (``Condition.to_dict()``)
     ``{"ge": [left, right]}`` (also ``gt le lt eq ne``), ``{"in": [left, [literals]]}``, ``{"not": c}``,
-    ``{"and": [c1, c2, ...]}``, ``{"or": [...]}``, ``{"improves": {"metric": "f1", "min_relative": 0.01}}``.
+    ``{"and": [c1, c2, ...]}``, ``{"or": [...]}``, ``{"improves": {"metric": "f1", "min_relative": 0.01}}``,
+    ``{"slice_improves": {"metric": "f1", "min_absolute": -0.02, "by": "region", "min_rows": 50}}``.
     A list in condition position means AND of its items (SageMaker's ConditionStep list), and a string in
     condition position is parsed with the grammar. Operand rule for plain strings: the *left* operand string
     is always a metric reference; a *right* operand string is a literal unless it starts with ``candidate.``
@@ -63,8 +66,31 @@ Evaluation semantics (``evaluate``)
       be at least as good as the champion. So ``improves(f1, min_absolute=-0.01)`` tolerates a 0.01 drop.
       Both thresholds tolerate float rounding in the subtraction (relative 1e-9), because ``0.3 - 0.2`` must
       count as an improvement of 0.1. Plain comparisons are exact, as written.
+    * ``slice_improves(metric, ...)`` applies ``improves`` to every slice of the report's sliced evaluation
+      (``report["slices"]``, see ``core.slices``), or to the slices of one definition with ``by=``, and
+      passes iff every slice with at least ``min_rows`` rows (default: the report's ``min_rows``) passes.
+      E.g. ``slice_improves(f1, min_absolute=-0.02, by="region")``: no region's F1 may fall more than 0.02
+      below the champion's on that region. Smaller slices, and slices where either model lacks the metric,
+      are skipped and listed in the record. With no champion it passes; with a champion but nothing to
+      compare it is unknown. Its check record names the worst (failing) slice (``slice``, ``slice_rows``)
+      and every failing one (``failing_slices``), and the reason says which slice blocked.
     * A referenced metric the report lacks, a null or NaN metric, and comparing incompatible types (a string
-      with ``>=``, a number with a string) raise ``ConditionError`` rather than silently pass or fail.
+      with ``>=``, a number with a string) raise ``ConditionError`` rather than silently pass or fail. The
+      message says why a metric is missing: unavailable on this data (e.g. ``roc_auc`` of a model without
+      probabilities, with the evaluation's reason), a metric of the other task, or neither a catalogue
+      metric (``core.metrics``) nor a user metric of the evaluation, with a did-you-mean hint.
+
+Limits (hostile input gets this module's ``ConditionError``, never a RecursionError or OverflowError)
+    * ``MAX_LENGTH`` = 10,000 characters: a condition text, JSON text, and any string in the JSON form.
+    * ``MAX_DEPTH`` = 64 levels of nesting: parentheses and ``not`` in the text form; objects and lists in
+      the JSON form (and ``Not``/``And``/``Or`` nesting of Condition objects built in Python).
+    * ``MAX_NODES`` = 2,000 items (objects, lists, strings, numbers) in a JSON-form condition.
+    * ``MAX_NUMBER_DIGITS`` = 40 digits in a number literal (integer or mantissa; exponents up to 6
+      digits), and the value must fit a 64-bit float (JSON's ``NaN``/``Infinity`` are refused).
+    * Strings must be text: an unpaired UTF-16 surrogate (``"\\ud800"``) is refused.
+    The message names the limit, e.g. "the condition nests more than 64 levels deep, beyond the limit of
+    64 levels (MAX_DEPTH)". Each limit is far beyond any real gate and keeps parsing and evaluation linear
+    in the input: under a millisecond for typical conditions.
 """
 
 from __future__ import annotations
@@ -78,9 +104,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeAlias
 
+from airflow_saga.core import metrics as _catalogue
 from airflow_saga.core.errors import ConditionError
+from airflow_saga.core.slices import DEFAULT_MIN_ROWS as _DEFAULT_MIN_SLICE_ROWS
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "MAX_NODES",
+    "MAX_NUMBER_DIGITS",
     "NO_CHAMPION_NOTE",
     "And",
     "Condition",
@@ -96,6 +128,7 @@ __all__ = [
     "Not",
     "Operand",
     "Or",
+    "SliceImproves",
     "Value",
     "evaluate",
     "format_decision",
@@ -117,6 +150,15 @@ _DOTTED_RE: Final = re.compile(rf"{_IDENT}(?:\.{_IDENT})*")
 # Float rounding tolerance for the subtraction inside Improves (see module docstring).
 _REL_TOL: Final = 1e-9
 _ABS_TOL: Final = 1e-12
+
+# Input limits (module docstring, "Limits"): beyond them parsing raises ConditionError naming the limit.
+MAX_LENGTH: Final = 10_000
+MAX_DEPTH: Final = 64
+MAX_NODES: Final = 2_000
+MAX_NUMBER_DIGITS: Final = 40
+_MAX_INT: Final = 10**MAX_NUMBER_DIGITS
+_SHOW_LIMIT: Final = 200
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 
 Scalar: TypeAlias = str | int | float | bool
 
@@ -140,9 +182,81 @@ def _kind(value: object) -> str | None:
 def _show(value: object) -> str:
     """Render user input for an error message (JSON when possible, so it looks like what they wrote)."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=True)
-    except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(value)
+        except Exception:  # a hostile __repr__ must not replace the real error
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOW_LIMIT else f"{text[: _SHOW_LIMIT - 3]}..."
+
+
+def _limit_error(what: str, limit: str) -> ConditionError:
+    return ConditionError(f"{what}, beyond the limit of {limit}")
+
+
+def _check_integer(value: int, what: str) -> None:
+    if abs(value) >= _MAX_INT:
+        raise _limit_error(
+            f"{what} has more than {MAX_NUMBER_DIGITS} digits",
+            f"{MAX_NUMBER_DIGITS} digits (MAX_NUMBER_DIGITS)",
+        )
+
+
+def _check_text(text: str, what: str) -> None:
+    if len(text) > MAX_LENGTH:
+        raise _limit_error(f"{what} is {len(text)} characters long", f"{MAX_LENGTH} characters (MAX_LENGTH)")
+    if _SURROGATE_RE.search(text):
+        raise ConditionError(f"{what} contains an unpaired UTF-16 surrogate, which is not text")
+
+
+def _depth_error(depth: int | str) -> ConditionError:
+    return _limit_error(f"the condition nests {depth} levels deep", f"{MAX_DEPTH} levels (MAX_DEPTH)")
+
+
+def _check_data(data: object) -> None:
+    """Bound a JSON-form condition before walking it recursively: depth, item count, string and int size.
+
+    Iterative, so a hostile structure (100k nested lists, a list that contains itself) costs at most
+    ``MAX_NODES`` steps and never the interpreter's recursion limit.
+    """
+    stack: list[tuple[object, int]] = [(data, 1)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise _limit_error(
+                f"the condition has more than {MAX_NODES} items", f"{MAX_NODES} items (MAX_NODES)"
+            )
+        if depth > MAX_DEPTH and isinstance(item, Mapping | list | tuple | Condition):
+            raise _depth_error(f"more than {MAX_DEPTH}")
+        if isinstance(item, str):
+            _check_text(item, "a string in the condition")
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, numbers.Integral):
+            _check_integer(int(item), "a number in the condition")
+        elif isinstance(item, Condition):
+            _check_condition(item, depth)
+        elif isinstance(item, Mapping):
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((value, depth + 1) for value in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((child, depth + 1) for child in item)
+
+
+def _check_condition(condition: Condition, depth: int = 1) -> None:
+    """Bound the nesting of a Condition built in Python, before anything recurses over it."""
+    stack: list[tuple[Condition, int]] = [(condition, depth)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_DEPTH:
+            raise _depth_error(f"more than {MAX_DEPTH}")
+        if isinstance(node, Not):
+            stack.append((node.condition, level + 1))
+        elif isinstance(node, And | Or):
+            stack.extend((child, level + 1) for child in node.conditions)
 
 
 def _render_scalar(value: Scalar) -> str:
@@ -166,7 +280,7 @@ def _at_least(value: float, bound: float) -> bool:
 
 
 def _suggest(name: str, available: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(available), n=1)
+    close = difflib.get_close_matches(name, [a for a in available if a != name], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -194,6 +308,7 @@ class Metric:
     def __init__(self, ref: str, source: str | None = None) -> None:
         if not isinstance(ref, str):
             raise ConditionError(f"a metric reference must be a string, got {_show(ref)}")
+        _check_text(ref, "a metric reference")
         if source is None:
             head, dot, rest = ref.partition(".")
             if head in _SOURCES:
@@ -244,6 +359,8 @@ class Value:
         if kind is None:
             raise ConditionError(f"a literal must be a number, string or boolean, got {_show(raw)}")
         if kind == "number":
+            if isinstance(raw, numbers.Integral):
+                _check_integer(int(raw), "a numeric literal")
             normalised: Scalar = int(raw) if isinstance(raw, numbers.Integral) else float(raw)
             if not math.isfinite(normalised):
                 raise ConditionError(f"a numeric literal must be finite, got {normalised!r}")
@@ -251,6 +368,7 @@ class Value:
             normalised = bool(raw)
         else:
             normalised = str(raw)
+            _check_text(normalised, "a string literal")
         object.__setattr__(self, "value", normalised)
 
     @property
@@ -561,6 +679,8 @@ class Or(Condition):
 def _finite_number(value: object, what: str) -> float:
     if _kind(value) != "number":
         raise ConditionError(f"{what} must be a number, got {_show(value)}")
+    if isinstance(value, numbers.Integral):
+        _check_integer(int(value), what)
     number = float(value)  # type: ignore[arg-type]
     if not math.isfinite(number):
         raise ConditionError(f"{what} must be a finite number, got {number!r}")
@@ -636,6 +756,52 @@ class Improves(Condition):
         return f"improves({', '.join(args)})"
 
 
+@dataclass(frozen=True)
+class SliceImproves(Improves):
+    """``improves`` on every slice of a sliced evaluation: a regression confined to one slice blocks.
+
+    Each slice (of definition ``by``, or of every definition when ``by`` is None) with at least
+    ``min_rows`` rows (default: the evaluation's ``min_rows``) is judged exactly like ``Improves``,
+    candidate against champion on that slice's rows; the condition passes iff every such slice passes.
+    Smaller slices, and slices on which either model lacks the metric, are skipped and listed. With no
+    champion it passes, as ``improves`` does; with a champion but no slice to compare, it is unknown
+    (which blocks). The decision record names the worst slice and every failing one.
+    """
+
+    by: str | None = None
+    min_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.by is not None and (not isinstance(self.by, str) or not self.by.strip()):
+            raise ConditionError(f"slice_improves() by must be a slice name, got {_show(self.by)}")
+        if self.by is not None:
+            _check_text(self.by, "slice_improves() by")
+        if self.min_rows is not None:
+            rows = self.min_rows
+            if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows < _MAX_INT:
+                raise ConditionError(
+                    f"slice_improves() min_rows must be a positive integer, got {_show(rows)}"
+                )
+            object.__setattr__(self, "min_rows", int(rows))
+
+    def to_dict(self) -> dict[str, Any]:
+        args = super().to_dict()["improves"]
+        if self.by is not None:
+            args["by"] = self.by
+        if self.min_rows is not None:
+            args["min_rows"] = self.min_rows
+        return {"slice_improves": args}
+
+    def __str__(self) -> str:
+        text = "slice_" + super().__str__()[:-1]
+        if self.by is not None:
+            text += f", by={_render_scalar(self.by)}"
+        if self.min_rows is not None:
+            text += f", min_rows={self.min_rows}"
+        return text + ")"
+
+
 ConditionSpec: TypeAlias = Condition | str | Mapping[str, Any] | list[Any] | tuple[Any, ...]
 
 
@@ -657,6 +823,8 @@ def _metric_refs(condition: Condition) -> list[Metric]:
             found = [o for o in (leaf.left, leaf.right) if isinstance(o, Metric)]
         elif isinstance(leaf, In):
             found = [leaf.left] if isinstance(leaf.left, Metric) else []
+        elif isinstance(leaf, SliceImproves):
+            found = []  # reads the slices' metrics, checked by _Report.slices_for
         elif isinstance(leaf, Improves):
             found = [Metric(leaf.metric, CANDIDATE), Metric(leaf.metric, CHAMPION)]
         else:
@@ -666,8 +834,12 @@ def _metric_refs(condition: Condition) -> list[Metric]:
 
 
 def referenced_metrics(condition: ConditionSpec) -> frozenset[str]:
-    """Names of the metrics a condition reads (candidate or champion side; ``champion.exists`` excluded)."""
-    return frozenset(m.name for m in _metric_refs(parse_condition(condition)) if not m.is_champion_exists)
+    """Names of the metrics a condition reads (candidate or champion side, or per slice;
+    ``champion.exists`` excluded)."""
+    parsed = parse_condition(condition)
+    names = {m.name for m in _metric_refs(parsed) if not m.is_champion_exists}
+    names.update(leaf.metric for leaf in _leaves(parsed) if isinstance(leaf, SliceImproves))
+    return frozenset(names)
 
 
 def validate_refs(condition: ConditionSpec, available_metrics: Iterable[str]) -> None:
@@ -691,7 +863,7 @@ def validate_refs(condition: ConditionSpec, available_metrics: Iterable[str]) ->
 # ----------------------------------------------------------------------------------------------------------
 
 _COMPARE_KEYS: Final[dict[str, type[_Compare]]] = {"eq": Eq, "ge": Ge, "gt": Gt, "le": Le, "lt": Lt}
-_OPERATOR_KEYS: Final = sorted([*_COMPARE_KEYS, "ne", "in", "not", "and", "or", "improves"])
+_OPERATOR_KEYS: Final = sorted([*_COMPARE_KEYS, "ne", "in", "not", "and", "or", "improves", "slice_improves"])
 # Spellings people bring from other tools, for "did you mean" hints only (not accepted as aliases).
 _OPERATOR_HINTS: Final = {
     "gte": "ge",
@@ -710,6 +882,8 @@ _OPERATOR_HINTS: Final = {
     "!=": "ne",
 }
 _IMPROVES_ARGS: Final = ("min_absolute", "min_relative", "greater_is_better", "lower_is_better")
+_SLICE_ARGS: Final = (*_IMPROVES_ARGS, "by", "min_rows")
+_FUNCTIONS: Final = {"improves": _IMPROVES_ARGS, "slice_improves": _SLICE_ARGS}
 
 
 def _at(path: str, exc: ConditionError) -> ConditionError:
@@ -781,8 +955,8 @@ def _from_data(data: object, path: str) -> Condition:
             raise ConditionError(f"{here}: '{key}' takes a list of at least 2 conditions, got {got}")
         children = [_from_data(item, f"{here}[{i}]") for i, item in enumerate(arg)]
         return And(*children) if key == "and" else Or(*children)
-    if key == "improves":
-        return _improves_from_data(arg, here)
+    if key in _FUNCTIONS:
+        return _improves_from_data(arg, here, key)
     hint = _OPERATOR_HINTS.get(str(key).lower())
     suggestion = f" (did you mean {hint!r}?)" if hint else _suggest(str(key), _OPERATOR_KEYS)
     raise ConditionError(
@@ -790,16 +964,17 @@ def _from_data(data: object, path: str) -> Condition:
     )
 
 
-def _improves_from_data(arg: object, path: str) -> Improves:
+def _improves_from_data(arg: object, path: str, function: str = "improves") -> Improves:
+    allowed = _FUNCTIONS[function]
     if isinstance(arg, str):
         arg = {"metric": arg}
     if not isinstance(arg, Mapping):
         raise ConditionError(f'{path}: expected {{"metric": "<name>", ...}}, got {_show(arg)}')
-    unknown = sorted(set(map(str, arg)) - {"metric", *_IMPROVES_ARGS})
+    unknown = sorted(set(map(str, arg)) - {"metric", *allowed})
     if unknown:
         raise ConditionError(
-            f"{path}: unknown argument(s) {', '.join(unknown)}{_suggest(unknown[0], _IMPROVES_ARGS)}; "
-            f"expected metric, {', '.join(_IMPROVES_ARGS)}"
+            f"{path}: unknown argument(s) {', '.join(unknown)}{_suggest(unknown[0], allowed)}; "
+            f"expected metric, {', '.join(allowed)}"
         )
     if "metric" not in arg:
         raise ConditionError(f"{path}: improves needs a 'metric'")
@@ -812,7 +987,7 @@ def _improves_from_data(arg: object, path: str) -> Improves:
             raise ConditionError(f"{path}: lower_is_better must be true or false, got {_show(lower)}")
         kwargs["greater_is_better"] = not lower
     try:
-        return Improves(**kwargs)
+        return SliceImproves(**kwargs) if function == "slice_improves" else Improves(**kwargs)
     except ConditionError as exc:
         raise _at(path, exc) from None
 
@@ -863,7 +1038,13 @@ def _syntax_error(text: str, pos: int, message: str) -> ConditionError:
     where = f"column {column}"
     if "\n" in text:
         where = f"line {text.count(chr(10), 0, pos) + 1}, {where}"
-    caret = "".join(c if c == "\t" else " " for c in line[: column - 1]) + "^"
+    offset = column - 1
+    if len(line) > 120:  # show a window around the caret, not a 10,000-character line
+        start = max(0, offset - 60)
+        tail = "..." if start + 120 < len(line) else ""
+        line = ("..." if start else "") + line[start : start + 120] + tail
+        offset = offset - start + (3 if start else 0)
+    caret = "".join(c if c == "\t" else " " for c in line[:offset]) + "^"
     return ConditionError(f"{message} (at {where})\n    {line}\n    {caret}")
 
 
@@ -922,13 +1103,20 @@ def _scan(text: str, tokens: list[_Token]) -> None:
         if kind == "num":
             if end < len(text) and (text[end].isalnum() or text[end] in "_."):
                 raise _syntax_error(text, pos, f"malformed number {text[pos : end + 1]!r}")
-            try:
-                number: int | float = float(lexeme) if any(c in lexeme for c in ".eE") else int(lexeme)
-            except ValueError:  # more digits than int() accepts
-                number = math.inf
+            shown = lexeme if len(lexeme) <= 24 else f"{lexeme[:20]}..."
+            mantissa, _, exponent = lexeme.lower().partition("e")
+            if sum(c.isdigit() for c in mantissa) > MAX_NUMBER_DIGITS or len(exponent) > 6:
+                raise _syntax_error(
+                    text,
+                    pos,
+                    f"number {shown} has more than {MAX_NUMBER_DIGITS} digits, beyond the limit of "
+                    f"{MAX_NUMBER_DIGITS} digits (MAX_NUMBER_DIGITS)",
+                )
+            number: int | float = float(lexeme) if exponent or "." in mantissa else int(lexeme)
             if not math.isfinite(number):
-                shown = lexeme if len(lexeme) <= 24 else f"{lexeme[:20]}..."
-                raise _syntax_error(text, pos, f"number {shown} is out of range")
+                raise _syntax_error(
+                    text, pos, f"number {shown} is out of range (a number must fit a 64-bit float)"
+                )
             tokens.append(_Token("num", lexeme, pos, number))
         elif kind == "name":
             lower = lexeme.lower()
@@ -960,9 +1148,17 @@ class _Parser:
     """Recursive-descent parser for the grammar in the module docstring; builds Condition objects only."""
 
     def __init__(self, text: str) -> None:
+        _check_text(text, "the condition text")
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
+        self.depth = 0
+
+    def enter(self, token: _Token) -> None:
+        """One more level of nesting (a parenthesis or a ``not``), within MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(token, str(_depth_error(f"more than {MAX_DEPTH}")))
 
     def peek(self, ahead: int = 0) -> _Token:
         token = self.tokens[min(self.index + ahead, len(self.tokens) - 1)]
@@ -1021,14 +1217,16 @@ class _Parser:
 
     def parse_not(self) -> Condition:
         if self.is_kw(self.peek(), "not"):
-            self.advance()
-            return Not(self.parse_not())
+            self.enter(self.advance())
+            node = Not(self.parse_not())
+            self.depth -= 1
+            return node
         return self.parse_atom()
 
     def parse_atom(self) -> Condition:
         token = self.peek()
         if token.kind == "(":
-            self.advance()
+            self.enter(self.advance())
             if self.peek().kind == ")":
                 raise self.error(self.peek(), "empty parentheses '()'")
             node = self.parse_or()
@@ -1040,6 +1238,7 @@ class _Parser:
                     f"expected ')', got {_describe(close)}",
                 )
             self.advance()
+            self.depth -= 1
             return node
         if token.kind == "name" and self.peek(1).kind == "(":
             return self.parse_call()
@@ -1147,12 +1346,15 @@ class _Parser:
     def parse_call(self) -> Improves:
         name = self.advance()
         self.advance()  # "("
-        if name.text.lower() != "improves":
+        function = name.text.lower()
+        if function not in _FUNCTIONS:
             raise self.error(
                 name,
-                f"unknown function {name.text!r}; the only function is "
-                "improves(metric, min_absolute=..., min_relative=..., lower_is_better)",
+                f"unknown function {name.text!r}{_suggest(function, _FUNCTIONS)}; the functions are "
+                "improves(metric, min_absolute=..., min_relative=..., lower_is_better) and "
+                "slice_improves(metric, ..., by=..., min_rows=...)",
             )
+        allowed = _FUNCTIONS[function]
         argument = self.advance()
         if argument.kind == "name":
             metric = argument.text
@@ -1161,7 +1363,7 @@ class _Parser:
         else:
             raise self.error(
                 argument,
-                f"improves() needs a metric name first, e.g. improves(f1); got {_describe(argument)}",
+                f"{function}() needs a metric name first, e.g. {function}(f1); got {_describe(argument)}",
             )
         kwargs: dict[str, Any] = {}
         while True:
@@ -1169,18 +1371,18 @@ class _Parser:
             if token.kind == ")":
                 break
             if token.kind != ",":
-                raise self.error(token, f"expected ',' or ')' in improves(...), got {_describe(token)}")
+                raise self.error(token, f"expected ',' or ')' in {function}(...), got {_describe(token)}")
             key = self.advance()
             if key.kind != "name":
                 raise self.error(
-                    key, f"expected a keyword argument ({', '.join(_IMPROVES_ARGS)}), got {_describe(key)}"
+                    key, f"expected a keyword argument ({', '.join(allowed)}), got {_describe(key)}"
                 )
-            if key.text not in _IMPROVES_ARGS:
+            if key.text not in allowed:
                 raise self.error(
                     key,
-                    f"unknown keyword argument {key.text!r} to improves()"
-                    f"{_suggest(key.text, _IMPROVES_ARGS)}; "
-                    f"expected one of {', '.join(_IMPROVES_ARGS)}",
+                    f"unknown keyword argument {key.text!r} to {function}()"
+                    f"{_suggest(key.text, allowed)}; "
+                    f"expected one of {', '.join(allowed)}",
                 )
             if key.text in kwargs:
                 raise self.error(key, f"keyword argument {key.text!r} given twice")
@@ -1190,12 +1392,28 @@ class _Parser:
         greater = kwargs.pop("greater_is_better", True)
         if "lower_is_better" in kwargs:
             greater = not kwargs.pop("lower_is_better")
+        cls = SliceImproves if function == "slice_improves" else Improves
         try:
-            return Improves(metric, greater_is_better=greater, **kwargs)
+            return cls(metric, greater_is_better=greater, **kwargs)
         except ConditionError as exc:
             raise self.error(argument, str(exc)) from None
 
-    def parse_kwarg_value(self, key: _Token) -> float | bool:
+    def parse_kwarg_value(self, key: _Token) -> float | bool | int | str:
+        if key.text in ("by", "min_rows"):
+            if self.peek().kind != "=":
+                raise self.error(
+                    self.peek(),
+                    f"{key.text} needs a value, e.g. {key.text}="
+                    + ('"region"' if key.text == "by" else "50"),
+                )
+            self.advance()
+            token = self.advance()
+            if key.text == "by" and token.kind in ("str", "name"):
+                return str(token.value)
+            if key.text == "min_rows" and token.kind == "num" and isinstance(token.value, int):
+                return int(token.value)
+            expected = "a slice name" if key.text == "by" else "a whole number"
+            raise self.error(token, f"{key.text} must be {expected}, got {_describe(token)}")
         numeric = key.text.startswith("min_")
         if self.peek().kind != "=":
             if numeric:
@@ -1217,16 +1435,85 @@ def parse_condition(spec: ConditionSpec) -> Condition:
     A string that starts with ``{`` or ``[`` is read as JSON (handy for templated Airflow params); any other
     string is parsed with the grammar. Raises ``ConditionError`` naming the offending text and position.
     """
-    if isinstance(spec, str) and spec.lstrip()[:1] in ("{", "["):
-        try:
-            data = json.loads(spec)
-        except json.JSONDecodeError as exc:
-            raise ConditionError(
-                f"condition looks like JSON but is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                f"column {exc.colno}"
-            ) from None
-        return _from_data(data, "$")
+    if isinstance(spec, Condition):
+        _check_condition(spec)
+        return spec
+    if isinstance(spec, str):
+        _check_text(spec, "the condition text")
+        if spec.lstrip()[:1] in ("{", "["):
+            spec = _load_json(spec)
+    _check_data(spec)
     return _from_data(spec, "$")
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of objects and lists in JSON text (strings skipped), so json.loads never recurses
+    past MAX_DEPTH; stops counting at the first level beyond it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_int(text: str) -> int:
+    if sum(c.isdigit() for c in text) > MAX_NUMBER_DIGITS:
+        shown = text if len(text) <= 24 else f"{text[:20]}..."
+        raise _limit_error(
+            f"number {shown} has more than {MAX_NUMBER_DIGITS} digits",
+            f"{MAX_NUMBER_DIGITS} digits (MAX_NUMBER_DIGITS)",
+        )
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    mantissa, _, exponent = text.lower().partition("e")
+    shown = text if len(text) <= 24 else f"{text[:20]}..."
+    if sum(c.isdigit() for c in mantissa) > MAX_NUMBER_DIGITS or len(exponent) > 6:
+        raise _limit_error(
+            f"number {shown} has more than {MAX_NUMBER_DIGITS} digits",
+            f"{MAX_NUMBER_DIGITS} digits (MAX_NUMBER_DIGITS)",
+        )
+    number = float(text)
+    if not math.isfinite(number):
+        raise ConditionError(f"number {shown} is out of range (a number must fit a 64-bit float)")
+    return number
+
+
+def _json_constant(text: str) -> float:
+    raise ConditionError(f"{text} is not a number a condition can use (JSON has no {text})")
+
+
+def _load_json(text: str) -> Any:
+    if _json_depth(text) > MAX_DEPTH:
+        raise _depth_error(f"more than {MAX_DEPTH}")
+    try:
+        return json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except json.JSONDecodeError as exc:
+        raise ConditionError(
+            f"condition looks like JSON but is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}"
+        ) from None
+    except RecursionError:  # unreachable after _json_depth; kept so no input can escape as one
+        raise _depth_error(f"more than {MAX_DEPTH}") from None
+    except ValueError as exc:
+        raise ConditionError(f"condition looks like JSON but cannot be read: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1245,6 +1532,28 @@ _UNKNOWN: Final = _Unknown()
 
 
 @dataclass(frozen=True)
+class _SliceRow:
+    """One slice of a sliced evaluation, as the report gives it."""
+
+    name: str
+    by: str
+    rows: int
+    candidate: Mapping[str, Any]
+    champion: Mapping[str, Any] | None
+    candidate_unavailable: Mapping[str, Any]
+    champion_unavailable: Mapping[str, Any]
+
+
+def _side(entry: Any) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
+    unavailable = entry.get("unavailable") if isinstance(entry, Mapping) else None
+    return (
+        metrics if isinstance(metrics, Mapping) else {},
+        unavailable if isinstance(unavailable, Mapping) else {},
+    )
+
+
+@dataclass(frozen=True)
 class _Report:
     """The parts of an evaluation report (``saga.evaluation/v1``) that conditions read."""
 
@@ -1252,6 +1561,11 @@ class _Report:
     champion: Mapping[str, Any] | None
     champion_version: str | None = None
     champion_error: str | None = None  # set by the evaluate step when the champion could not be scored
+    task: str | None = None
+    candidate_unavailable: Mapping[str, Any] = field(default_factory=dict)
+    champion_unavailable: Mapping[str, Any] = field(default_factory=dict)
+    user_metrics: frozenset[str] = frozenset()
+    slices: Any = None  # the report's "slices" section, read by slices_for
 
     @classmethod
     def of(cls, report: Mapping[str, Any]) -> _Report:
@@ -1261,9 +1575,17 @@ class _Report:
         metrics = candidate.get("metrics") if isinstance(candidate, Mapping) else None
         if not isinstance(metrics, Mapping):
             raise ConditionError("the evaluation report has no candidate.metrics mapping")
+        task = report.get("task") if isinstance(report.get("task"), str) else None
+        user = report.get("user_metrics")
+        common: dict[str, Any] = {
+            "task": task,
+            "candidate_unavailable": _side(candidate)[1],
+            "user_metrics": frozenset(str(k) for k in user) if isinstance(user, Mapping) else frozenset(),
+            "slices": report.get("slices"),
+        }
         champion = report.get("champion")
         if champion is None:
-            return cls(metrics, None, None)
+            return cls(metrics, None, None, **common)
         champion_metrics = champion.get("metrics") if isinstance(champion, Mapping) else None
         if not isinstance(champion_metrics, Mapping):
             raise ConditionError(
@@ -1275,17 +1597,48 @@ class _Report:
             champion_metrics,
             None if version is None else str(version),
             None if error is None else str(error),
+            champion_unavailable=_side(champion)[1],
+            **common,
         )
 
     def metrics(self, source: str) -> Mapping[str, Any] | None:
         return self.candidate if source == CANDIDATE else self.champion
 
+    def unavailable(self, source: str) -> Mapping[str, Any]:
+        return self.candidate_unavailable if source == CANDIDATE else self.champion_unavailable
+
     @property
     def champion_label(self) -> str:
         return f" (version {self.champion_version})" if self.champion_version else ""
 
+    def known_names(self) -> list[str]:
+        """Every metric name a condition could mean here: the report's, the catalogue's, user metrics."""
+        names = dict.fromkeys(str(n) for n in self.candidate)
+        names.update(dict.fromkeys(str(n) for n in self.candidate_unavailable))
+        names.update(dict.fromkeys(_catalogue.catalogue_names(self.task)))
+        names.update(dict.fromkeys(sorted(self.user_metrics)))
+        return list(names)
+
+    def why_missing(self, name: str, ref: str, unavailable: Mapping[str, Any]) -> str | None:
+        """Why a metric is not in the report: unavailable on this data, wrong task, or unknown."""
+        if name in unavailable:
+            return f"{ref} is unavailable: {unavailable[name]}"
+        info = _catalogue.CATALOGUE.get(name)
+        if info is not None:
+            if self.task and info.task not in (self.task, "any"):
+                return f"{name} is a {info.task} metric, but this is a {self.task} evaluation"
+            return None
+        if name in self.user_metrics:
+            return None
+        return f"{name!r} is neither in the metric catalogue nor a user metric of this evaluation" + (
+            f" (user metrics: {_names(self.user_metrics)})" if self.user_metrics else ""
+        )
+
     def check_refs(self, condition: Condition) -> None:
         """Raise once, naming every missing metric and what is available, before evaluating anything."""
+        for leaf in _leaves(condition):
+            if isinstance(leaf, SliceImproves):
+                self.slices_for(leaf)
         missing = [
             m
             for m in _metric_refs(condition)
@@ -1295,11 +1648,20 @@ class _Report:
         ]
         if not missing:
             return
+        known = self.known_names()
         parts = [
             "condition refers to "
-            + ", ".join(m.ref + _suggest(m.name, self.metrics(m.source) or ()) for m in missing)
+            + ", ".join(
+                m.ref
+                + ("" if m.name in known else _suggest(m.name, [*(self.metrics(m.source) or ()), *known]))
+                for m in missing
+            )
             + ", which the evaluation report lacks"
         ]
+        for m in missing:
+            why = self.why_missing(m.name, m.ref, self.unavailable(m.source))
+            if why and why not in parts:
+                parts.append(why)
         for source in _SOURCES:
             if any(m.source == source for m in missing):
                 label = self.champion_label if source == CHAMPION else ""
@@ -1307,6 +1669,66 @@ class _Report:
         if self.champion_error and any(m.source == CHAMPION for m in missing):
             parts.append(f"the champion{self.champion_label} could not be evaluated: {self.champion_error}")
         raise ConditionError("; ".join(parts))
+
+    def slices_for(self, node: SliceImproves) -> tuple[list[_SliceRow], int]:
+        """The slices ``node`` judges and its minimum row count; ConditionError when it cannot apply."""
+        raw = self.slices
+        if raw is None:
+            raise ConditionError(
+                f"{node} needs a sliced evaluation, but the evaluation report has no slices; give the "
+                'evaluate step slice definitions (e.g. slices=["region"])'
+            )
+        results = raw.get("results") if isinstance(raw, Mapping) else None
+        if not isinstance(results, list | tuple):
+            raise ConditionError("the evaluation report's slices have no results list")
+        rows: list[_SliceRow] = []
+        for entry in results:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+                raise ConditionError(f"the evaluation report has a malformed slice entry: {_show(entry)}")
+            count = entry.get("rows")
+            if isinstance(count, bool) or not isinstance(count, numbers.Integral):
+                raise ConditionError(f"slice {entry['name']!r} in the report has no row count")
+            cand, cand_unavailable = _side(entry.get("candidate"))
+            champ_entry = entry.get("champion")
+            champ, champ_unavailable = _side(champ_entry)
+            rows.append(
+                _SliceRow(
+                    entry["name"],
+                    str(entry.get("by", entry["name"].split("=", 1)[0])),
+                    int(count),
+                    cand,
+                    champ if isinstance(champ_entry, Mapping) else None,
+                    cand_unavailable,
+                    champ_unavailable,
+                )
+            )
+        definitions = list(dict.fromkeys(r.by for r in rows))
+        if node.by is not None:
+            if node.by not in definitions:
+                raise ConditionError(
+                    f"{node}: the evaluation has no slices by {node.by!r}{_suggest(node.by, definitions)}; "
+                    f"its slices are by: {_names(definitions)}"
+                )
+            rows = [r for r in rows if r.by == node.by]
+        minimum = node.min_rows
+        if minimum is None:
+            configured = raw.get("min_rows")
+            ok = isinstance(configured, numbers.Integral) and not isinstance(configured, bool)
+            minimum = int(configured) if ok else _DEFAULT_MIN_SLICE_ROWS
+        if rows and not any(
+            node.metric in r.candidate or node.metric in r.candidate_unavailable for r in rows
+        ):
+            known = [*dict.fromkeys(n for r in rows for n in r.candidate), *self.known_names()]
+            parts = [
+                f"{node} refers to metric {node.metric!r}{_suggest(node.metric, known)}, which the "
+                "evaluation's slices lack"
+            ]
+            why = self.why_missing(node.metric, node.metric, {})
+            if why:
+                parts.append(why)
+            parts.append(f"slice metrics: {_names(rows[0].candidate)}")
+            raise ConditionError("; ".join(parts))
+        return rows, minimum
 
     def value(self, metric: Metric) -> Any:
         if metric.is_champion_exists:
@@ -1327,7 +1749,14 @@ class _Report:
             )
         if kind == "number":
             if isinstance(raw, numbers.Integral):
-                return int(raw)
+                if abs(int(raw)) < _MAX_INT:
+                    return int(raw)
+                try:
+                    return float(raw)
+                except OverflowError:
+                    raise ConditionError(
+                        f"{where} in the evaluation report is too large to compare"
+                    ) from None
             number = float(raw)
             if math.isnan(number):
                 raise ConditionError(
@@ -1393,6 +1822,8 @@ class _Evaluator:
             return self.compare(node, negated)
         if isinstance(node, In):
             return self.member(node, negated)
+        if isinstance(node, SliceImproves):
+            return self.slice_improves(node, negated)
         if isinstance(node, Improves):
             return self.improves(node, negated)
         raise ConditionError(f"unsupported condition type {type(node).__name__}")
@@ -1511,52 +1942,190 @@ class _Evaluator:
                     f"{node} passes because there is {NO_CHAMPION_NOTE}, but the condition negates it"
                 ),
             )
-        improvement = cand - champ if node.greater_is_better else champ - cand
-        if math.isnan(improvement):
-            raise ConditionError(
-                f"cannot evaluate {node}: candidate {cand} and champion {champ} are both infinite"
-            )
-        # The relative test needs a finite, non-zero champion value to divide by.
-        relative = None if champ == 0 or math.isinf(champ) else improvement / abs(champ)
-        relative_bound = None if relative is None else node.min_relative
-        absolute_bound = node.min_absolute
-        if absolute_bound is None and relative_bound is None:
-            absolute_bound = 0.0  # no threshold applies: at least as good as the champion
-        absolute_ok = absolute_bound is None or _at_least(improvement, absolute_bound)
-        relative_ok = relative is None or relative_bound is None or _at_least(relative, relative_bound)
-        passed = absolute_ok and relative_ok
-        check["passed"] = passed
-        check["absolute_improvement"] = _round(improvement)
-        check["relative_improvement"] = None if relative is None else _round(relative)
-        if relative is None and node.min_relative is not None:
+        verdict = _judge(node, cand, champ)
+        check["passed"] = verdict.passed
+        check["absolute_improvement"] = _round(verdict.improvement)
+        check["relative_improvement"] = None if verdict.relative is None else _round(verdict.relative)
+        if verdict.relative is None and node.min_relative is not None:
             check["note"] = f"{champ_ref.ref} is {_render_scalar(champ)}, so min_relative does not apply"
         self.record(check, negated)
-
         champ_text = f"{_side_text(champ_ref, champ)}{self.report.champion_label}"
         direction = "" if node.greater_is_better else " (lower is better)"
-        shortfalls = []
-        if not absolute_ok:
+        return _Outcome(
+            verdict.passed,
+            fail_reason=(
+                f"{cand_text} does not improve on {champ_text}{direction}: {verdict.shortfalls(node)}"
+            ),
+            negated_reason=(
+                f"{cand_text} improves on {champ_text}{direction} ({verdict.deltas()}), "
+                "but the condition negates it"
+            ),
+        )
+
+    def slice_improves(self, node: SliceImproves, negated: bool) -> _Outcome:
+        rows, minimum = self.report.slices_for(node)
+        metric = node.metric
+        check: dict[str, Any] = {
+            "expression": str(node),
+            "operator": "slice_improves",
+            "left": {"ref": f"candidate.{metric}", "value": None},
+            "right": {"ref": f"champion.{metric}", "value": None},
+            "passed": False,
+            "by": node.by,
+            "min_rows": minimum,
+            "min_absolute": node.min_absolute,
+            "min_relative": node.min_relative,
+            "greater_is_better": node.greater_is_better,
+            "slice": None,
+            "slice_rows": None,
+            "absolute_improvement": None,
+            "relative_improvement": None,
+            "slices_compared": 0,
+            "failing_slices": [],
+            "skipped_slices": [],
+        }
+        if self.report.champion is None:
+            check["passed"] = True
+            check["note"] = NO_CHAMPION_NOTE
+            self.record(check, negated)
+            return _Outcome(
+                True,
+                negated_reason=(
+                    f"{node} passes because there is {NO_CHAMPION_NOTE}, but the condition negates it"
+                ),
+            )
+        compared: list[tuple[_SliceRow, float, float, _Judgement]] = []
+        skipped: list[dict[str, Any]] = []
+        for row in rows:
+            if row.rows < minimum:
+                skipped.append({"slice": row.name, "rows": row.rows, "why": f"fewer than {minimum} rows"})
+                continue
+            values = []
+            for side, metrics, unavailable in (
+                ("candidate", row.candidate, row.candidate_unavailable),
+                ("champion", row.champion, row.champion_unavailable),
+            ):
+                raw = None if metrics is None else metrics.get(metric)
+                if raw is None:
+                    why = unavailable.get(metric) if metrics is not None else "the champion was not scored"
+                    skipped.append(
+                        {"slice": row.name, "rows": row.rows, "why": f"{side}: {why or 'missing'}"}
+                    )
+                    break
+                if _kind(raw) != "number" or (isinstance(raw, float) and math.isnan(raw)):
+                    raise ConditionError(
+                        f"cannot evaluate {node}: {side}.{metric} on slice {row.name!r} is {_show(raw)}, "
+                        "not a number"
+                    )
+                values.append(float(raw))
+            else:
+                compared.append((row, values[0], values[1], _judge(node, values[0], values[1])))
+        check["skipped_slices"] = skipped[:50]
+        check["slices_compared"] = len(compared)
+        by_text = f" by {node.by!r}" if node.by else ""
+        if not compared:
+            largest = max((r.rows for r in rows), default=0)
+            reason = (
+                f"{node} cannot be evaluated: no slice{by_text} has at least {minimum} rows with {metric} "
+                f"for both models (largest slice: {largest} rows)"
+            )
+            check["unknown"] = True
+            check["note"] = reason
+            self.record(check, negated)
+            return _Outcome(None, fail_reason=reason, negated_reason=reason)
+        failing = [c for c in compared if not c[3].passed]
+        row, cand, champ, verdict = min(failing or compared, key=lambda c: (c[3].improvement, c[0].name))
+        check.update(
+            passed=not failing,
+            slice=row.name,
+            slice_rows=row.rows,
+            failing_slices=[c[0].name for c in failing],
+            absolute_improvement=_round(verdict.improvement),
+            relative_improvement=None if verdict.relative is None else _round(verdict.relative),
+        )
+        check["left"]["value"], check["right"]["value"] = cand, champ
+        check["left"]["ref"] += f" [{row.name}]"
+        check["right"]["ref"] += f" [{row.name}]"
+        self.record(check, negated)
+        direction = "" if node.greater_is_better else " (lower is better)"
+        champ_text = f"champion.{metric} = {_render_scalar(champ)}{self.report.champion_label}"
+        where = f"on slice {row.name} ({row.rows} rows)"
+        others = [c[0].name for c in failing if c[0] is not row]
+        more = ""
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            more = f"; also failing: {shown}"
+        return _Outcome(
+            not failing,
+            fail_reason=(
+                f"{node}: {where} candidate.{metric} = {_render_scalar(cand)} does not improve on "
+                f"{champ_text}{direction}: {verdict.shortfalls(node)}{more}"
+            ),
+            negated_reason=(
+                f"{node} holds on all {len(compared)} slices compared{by_text} (worst: {row.name}, "
+                f"{verdict.deltas()}), but the condition negates it"
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    """Improves' arithmetic for one candidate/champion pair (module docstring, "Improves")."""
+
+    passed: bool
+    improvement: float
+    relative: float | None
+    absolute_ok: bool
+    relative_ok: bool
+    absolute_bound: float | None
+    relative_bound: float | None
+
+    def shortfalls(self, node: Improves) -> str:
+        parts = []
+        if not self.absolute_ok:
             bound = (
-                f"min_absolute {_render_scalar(absolute_bound or 0.0)}"
+                f"min_absolute {_render_scalar(self.absolute_bound or 0.0)}"
                 if node.min_absolute is not None
                 else "0 (worse than the champion)"
             )
-            shortfalls.append(f"absolute improvement {_render_scalar(_round(improvement))} < {bound}")
-        if not relative_ok and relative is not None:
-            shortfalls.append(
-                f"relative improvement {_render_scalar(_round(relative))} < "
-                f"min_relative {_render_scalar(relative_bound or 0.0)}"
+            parts.append(f"absolute improvement {_render_scalar(_round(self.improvement))} < {bound}")
+        if not self.relative_ok and self.relative is not None:
+            parts.append(
+                f"relative improvement {_render_scalar(_round(self.relative))} < "
+                f"min_relative {_render_scalar(self.relative_bound or 0.0)}"
             )
-        deltas = f"absolute improvement {_render_scalar(_round(improvement))}"
-        if relative is not None:
-            deltas += f", relative improvement {_render_scalar(_round(relative))}"
-        return _Outcome(
-            passed,
-            fail_reason=f"{cand_text} does not improve on {champ_text}{direction}: {'; '.join(shortfalls)}",
-            negated_reason=(
-                f"{cand_text} improves on {champ_text}{direction} ({deltas}), but the condition negates it"
-            ),
+        return "; ".join(parts)
+
+    def deltas(self) -> str:
+        text = f"absolute improvement {_render_scalar(_round(self.improvement))}"
+        if self.relative is not None:
+            text += f", relative improvement {_render_scalar(_round(self.relative))}"
+        return text
+
+
+def _judge(node: Improves, cand: float, champ: float) -> _Judgement:
+    improvement = cand - champ if node.greater_is_better else champ - cand
+    if math.isnan(improvement):
+        raise ConditionError(
+            f"cannot evaluate {node}: candidate {cand} and champion {champ} are both infinite"
         )
+    # The relative test needs a finite, non-zero champion value to divide by.
+    relative = None if champ == 0 or math.isinf(champ) else improvement / abs(champ)
+    relative_bound = None if relative is None else node.min_relative
+    absolute_bound = node.min_absolute
+    if absolute_bound is None and relative_bound is None:
+        absolute_bound = 0.0  # no threshold applies: at least as good as the champion
+    absolute_ok = absolute_bound is None or _at_least(improvement, absolute_bound)
+    relative_ok = relative is None or relative_bound is None or _at_least(relative, relative_bound)
+    return _Judgement(
+        absolute_ok and relative_ok,
+        improvement,
+        relative,
+        absolute_ok,
+        relative_ok,
+        absolute_bound,
+        relative_bound,
+    )
 
 
 def _explain(outcome: _Outcome, expected: bool) -> list[str]:

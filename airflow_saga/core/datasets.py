@@ -1,4 +1,4 @@
-"""Load, validate, split and fingerprint training data.
+"""Validate and split training data loaded through ``core.sources``.
 
 The content digest is computed over every cell (not a sample, and not the path), so the training cache and
 lineage see a changed file at the same path as different data: SageMaker's cache keys on S3 paths only.
@@ -7,17 +7,28 @@ lineage see a changed file at the same path as different data: SageMaker's cache
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.errors import DataError
+from airflow_saga.core.sources import BUNDLED, SourceData, content_digest, load_source
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
-SKLEARN_PREFIX = "sklearn:"
-# Bundled scikit-learn datasets that need no download (fetch_* datasets do, and the network is not ours).
-BUNDLED = ("breast_cancer", "iris", "wine", "diabetes", "digits")
+    from airflow_saga.core.sources import SqlLoader
+
+__all__ = [
+    "BUNDLED",
+    "LoadedData",
+    "check_features",
+    "content_digest",
+    "load_dataset",
+    "non_numeric_columns",
+    "read_source",
+    "split",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +37,7 @@ class LoadedData:
     target: str
     source: str
     digest: str
+    details: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -36,69 +48,49 @@ class LoadedData:
         return [c for c in self.frame.columns if c != self.target]
 
     def describe(self) -> dict[str, Any]:
-        return {"digest": self.digest, "source": self.source, "rows": self.rows, "target": self.target}
+        return {
+            "digest": self.digest,
+            "source": self.source,
+            "rows": self.rows,
+            "target": self.target,
+            **self.details,
+        }
 
 
-def content_digest(frame: pd.DataFrame) -> str:
-    """A 16-hex digest of column names, dtypes and every value, independent of row index labels."""
-    import pandas as pd
-
-    h = hashlib.sha256()
-    h.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
-    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return h.hexdigest()[:16]
+def read_source(source: Any) -> pd.DataFrame:
+    """The frame behind a file path/URI or ``sklearn:<name>`` (kept for callers that need no digest)."""
+    return load_source(source).frame
 
 
-def _load_sklearn(name: str) -> pd.DataFrame:
-    import sklearn.datasets as skd
-
-    if name not in BUNDLED:
-        raise DataError(
-            f"data_source 'sklearn:{name}' is not a bundled scikit-learn dataset; choose one of "
-            f"{', '.join(BUNDLED)}"
-        )
-    bunch = getattr(skd, f"load_{name}")(as_frame=True)
-    frame = bunch.frame.copy()
-    frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
-    return frame
-
-
-def read_source(source: str) -> pd.DataFrame:
-    """Read a CSV or Parquet path/URI, or a bundled scikit-learn dataset named ``sklearn:<name>``."""
-    import pandas as pd
-
-    if not source or not str(source).strip():
-        raise DataError("data_source is empty; give a CSV/Parquet path or URI, or sklearn:<name>")
-    source = str(source).strip()
-    if source.startswith(SKLEARN_PREFIX):
-        return _load_sklearn(source[len(SKLEARN_PREFIX) :])
-    lower = source.lower().split("?")[0]
-    try:
-        if lower.endswith((".parquet", ".pq")):
-            return pd.read_parquet(source)
-        if lower.endswith((".csv", ".csv.gz", ".txt")):
-            return pd.read_csv(source)
-    except FileNotFoundError as exc:
-        raise DataError(f"data_source {source!r} does not exist") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"data_source {source!r} is empty (no columns, no rows)") from exc
-    except (ValueError, OSError, ImportError) as exc:
-        raise DataError(f"data_source {source!r} could not be read: {exc}") from exc
-    raise DataError(f"data_source {source!r}: unsupported format; use .csv, .parquet, or sklearn:<name>")
+def load_dataset(
+    source: Any,
+    target: str,
+    *,
+    sql_loader: SqlLoader | None = None,
+    allowed_prefixes: Sequence[str] = (),
+    allowed_conn_ids: Sequence[str] | None = None,
+) -> LoadedData:
+    """Load any ``core.sources`` spec and check it can train a model predicting ``target``."""
+    data = load_source(
+        source, sql_loader=sql_loader, allowed_prefixes=allowed_prefixes, allowed_conn_ids=allowed_conn_ids
+    )
+    return from_source(data, target)
 
 
-def load_dataset(source: str, target: str) -> LoadedData:
-    frame = read_source(source)
+def from_source(data: SourceData, target: str) -> LoadedData:
+    frame, shown = data.frame, data.source
     if frame.shape[1] == 0 or len(frame) == 0:
-        raise DataError(f"data_source {source!r} is empty: {len(frame)} rows, {frame.shape[1]} columns")
+        raise DataError(f"data_source {shown!r} is empty: {len(frame)} rows, {frame.shape[1]} columns")
     if target not in frame.columns:
         cols = ", ".join(map(str, frame.columns[:30]))
-        raise DataError(f"target column {target!r} is not in data_source {source!r}; columns are: {cols}")
+        raise DataError(f"target column {target!r} is not in data_source {shown!r}; columns are: {cols}")
     if frame[target].isna().all():
-        raise DataError(f"target column {target!r} in {source!r} has no values (all missing)")
+        raise DataError(f"target column {target!r} in {shown!r} has no values (all missing)")
     if len(frame.columns) < 2:
-        raise DataError(f"data_source {source!r} has no feature columns besides target {target!r}")
-    return LoadedData(frame=frame, target=target, source=source, digest=content_digest(frame))
+        raise DataError(f"data_source {shown!r} has no feature columns besides target {target!r}")
+    return LoadedData(
+        frame=frame, target=target, source=shown, digest=data.digest, details=data.parsed.details()
+    )
 
 
 def check_features(frame: pd.DataFrame, target: str, *, allow_nan: bool) -> None:
@@ -124,6 +116,34 @@ def check_features(frame: pd.DataFrame, target: str, *, allow_nan: bool) -> None
         )
     if frame[target].isna().any():
         raise DataError(f"target column {target!r} has {int(frame[target].isna().sum())} missing value(s)")
+
+
+def non_numeric_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """``{column: "dtype, e.g. 'value'"}`` for every column that is neither numeric nor boolean."""
+    import pandas as pd
+
+    out = {}
+    for col in frame.columns:
+        s = frame[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        sample = s.dropna()
+        example = f", e.g. {sample.iloc[0]!r}" if len(sample) else ""
+        out[str(col)] = f"{s.dtype}{example}"[:80]
+    return out
+
+
+def explain_fit_failure(features: pd.DataFrame, who: str, exc: BaseException) -> str:
+    """A fit error message that names the non-numeric columns when there are any (their usual cause)."""
+    text = f"{type(exc).__name__}: {exc}"[:1500]
+    bad = non_numeric_columns(features)
+    if not bad:
+        return f"{who} failed to fit: {text}"
+    listed = "; ".join(f"{c!r} ({d})" for c, d in list(bad.items())[:20])
+    return (
+        f"{who} failed to fit, and these feature columns are not numeric: {listed}. Encode them (e.g. a "
+        f"Pipeline with a OneHotEncoder), drop them, or use an estimator that takes categories. {text}"
+    )
 
 
 def split(

@@ -11,6 +11,10 @@ class SagaError(Exception):
     """Base class for every error airflow-saga raises on purpose."""
 
 
+class ParameterError(SagaError):
+    """An operator parameter (often a rendered template) is malformed, too large or too deeply nested."""
+
+
 class DataError(SagaError):
     """The data source is missing, empty, malformed, or lacks a requested column."""
 
@@ -23,6 +27,14 @@ class ConditionError(SagaError):
     """A quality-gate condition is malformed or refers to a metric the report lacks."""
 
 
+class MetricError(SagaError):
+    """A metric cannot be computed as asked: a user metric function failed or returned a non-number."""
+
+
+class ModelError(SagaError):
+    """A model URI does not resolve to a loadable MLflow model, or the model cannot score the data."""
+
+
 class GateBlocked(SagaError):
     """The quality gate rejected the candidate (SageMaker's FailStep)."""
 
@@ -32,7 +44,15 @@ class GateBlocked(SagaError):
 
 
 class MlflowUnreachableError(SagaError):
-    """The MLflow tracking/registry server could not be reached within the configured bounds."""
+    """The MLflow server could not be reached, or did not answer usably, within the configured bounds.
+
+    Transient by nature (Airflow retries the task); the message names the server, with credentials
+    redacted, the request and what happened.
+    """
+
+
+class MlflowConfigError(SagaError, ValueError):
+    """An MLflow connection or its settings are invalid (names the field and the value)."""
 
 
 class RegistryError(SagaError):

@@ -25,68 +25,28 @@ REPORT_SCHEMA = "saga.evaluation/v1"
 REPORT_ARTIFACT = "evaluation/report.json"
 
 
-def classification_metrics(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    import numpy as np
-    from sklearn import metrics as m
-
-    pred = model.predict(X)
-    labels = np.unique(y)
-    binary = len(labels) <= 2
-    avg = "binary" if binary else "weighted"
-    pos = labels.max() if binary else None
-    out = {
-        "accuracy": m.accuracy_score(y, pred),
-        "f1": m.f1_score(y, pred, average=avg, pos_label=pos) if binary else m.f1_score(y, pred, average=avg),
-        "precision": m.precision_score(
-            y, pred, average=avg, zero_division=0, **({"pos_label": pos} if binary else {})
-        ),
-        "recall": m.recall_score(
-            y, pred, average=avg, zero_division=0, **({"pos_label": pos} if binary else {})
-        ),
-        "example_count": float(len(y)),
-    }
-    if hasattr(model, "predict_proba"):
-        try:
-            proba = model.predict_proba(X)
-            if binary and proba.shape[1] == 2:
-                out["roc_auc"] = m.roc_auc_score(y, proba[:, 1])
-            elif not binary:
-                out["roc_auc"] = m.roc_auc_score(y, proba, multi_class="ovr", labels=model.classes_)
-            out["log_loss"] = m.log_loss(y, proba, labels=getattr(model, "classes_", None))
-        except ValueError:
-            pass  # a held-out set with one class has no AUC; the other metrics still stand
-    return {k: float(v) for k, v in out.items()}
-
-
-def regression_metrics(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    from sklearn import metrics as m
-
-    pred = model.predict(X)
-    mse = m.mean_squared_error(y, pred)
-    return {
-        "mae": float(m.mean_absolute_error(y, pred)),
-        "mse": float(mse),
-        "rmse": float(math.sqrt(mse)),
-        "r2": float(m.r2_score(y, pred)),
-        "max_error": float(m.max_error(y, pred)),
-        "example_count": float(len(y)),
-    }
-
-
 def compute_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    return (
-        classification_metrics(model, X, y) if task == "classification" else regression_metrics(model, X, y)
-    )
+    """The catalogue's metrics (``core.metrics``) of an sklearn-API model on ``X``, ``y``."""
+    from airflow_saga.core import metrics
+
+    proba, classes = None, None
+    if task == "classification" and hasattr(model, "predict_proba"):
+        try:
+            proba, classes = model.predict_proba(X), getattr(model, "classes_", None)
+        except (AttributeError, ValueError, NotImplementedError):
+            proba = None  # e.g. an SVC without probability=True
+    if classes is None:
+        proba = None
+    return metrics.compute(task, y.to_numpy(), model.predict(X), proba=proba, classes=classes).values
 
 
 def load_frame(settings: MlflowSettings, uri: str) -> pd.DataFrame:
-    import mlflow.artifacts
     import pandas as pd
 
+    from airflow_saga.core.mlflow_client import download_artifacts
+
     with tempfile.TemporaryDirectory(prefix="saga-frame-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=settings.tracking_uri
-        )
+        local = download_artifacts(settings, uri, tmp)
         return pd.read_parquet(local)
 
 

@@ -77,8 +77,12 @@ def log_sklearn_model(
             )
             client.log_model_artifacts(logged.model_id, str(local))
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-    except BaseException:
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+    except BaseException as exc:
+        from airflow_saga.core.runs import best_effort
+
+        # briefly: MLflow may be the failure
+        what, failed = f"mark model {logged.model_id} FAILED", (logged.model_id, LoggedModelStatus.FAILED)
+        best_effort(client, exc, what, client.finalize_logged_model, *failed)
         raise
     return f"models:/{logged.model_id}"
 
@@ -105,17 +109,10 @@ def resolve_artifact_uri(client: MlflowClient, model_uri: str) -> str:
 
 def download_model(settings: MlflowSettings, model_uri: str, dst: str | Path) -> str:
     """Download a model's artifacts to ``dst`` using ``settings``' server; return the local path."""
-    import mlflow.artifacts
-
-    from airflow_saga.core.mlflow_client import build_client
+    from airflow_saga.core.mlflow_client import build_client, download_artifacts
 
     uri = resolve_artifact_uri(build_client(settings, check=False), model_uri)
-    return mlflow.artifacts.download_artifacts(
-        artifact_uri=uri,
-        dst_path=str(dst),
-        tracking_uri=settings.tracking_uri,
-        registry_uri=settings.registry_uri or settings.tracking_uri,
-    )
+    return download_artifacts(settings, uri, str(dst))
 
 
 def load_sklearn_model(settings: MlflowSettings, model_uri: str) -> Any:

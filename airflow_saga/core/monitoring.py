@@ -217,9 +217,11 @@ def log_drift_run(
         "saga.drift.verdict": "drift" if result["dataset_drift"] else "no_drift",
         **{f"saga.airflow.{k}": v for k, v in (airflow or {}).items() if v},
     }
-    run = client.create_run(exp_id, run_name=f"drift-{name}-v{version}-{now_iso()}"[:250], tags=tags)
+    from airflow_saga.core.runs import create_run, ended_on_error
+
+    run = create_run(client, exp_id, run_name=f"drift-{name}-v{version}-{now_iso()}"[:250], tags=tags)
     run_id = run.info.run_id
-    try:
+    with ended_on_error(client, run_id):  # FAILED on error, KILLED when interrupted
         now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         metrics = [
             Metric("drift.share", float(result["drift_share"]), now, 0),
@@ -252,9 +254,6 @@ def log_drift_run(
                 client.log_artifact(run_id, str(path), artifact_path="drift")
             out["quality_html_uri"] = f"runs:/{run_id}/drift/quality.html"
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
     for key, value in (
         (T.DRIFT_RUN_ID, run_id),
         (T.DRIFT_VERDICT, tags["saga.drift.verdict"]),

@@ -71,45 +71,23 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _f1_from_confusion(cm: np.ndarray, binary_pos: int | None) -> np.ndarray:
-    """F1 from confusion counts (..., k, k) [truth, pred]: the positive class's for binary, else macro."""
-    import numpy as np
-
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
-    fp = cm.sum(axis=-2) - tp
-    fn = cm.sum(axis=-1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-    if binary_pos is not None:
-        return f1[..., binary_pos]
-    return f1.mean(axis=-1)
-
-
 def f1_with_ci(truth: np.ndarray, pred: np.ndarray, *, boot: int = 500, seed: int = 0) -> dict[str, float]:
-    """F1 and a 95% bootstrap interval.
+    """F1 as the metric catalogue defines it (``core.metrics``), and a 95% bootstrap interval.
 
     Resampling rows with replacement only changes how many rows fall into each confusion-matrix cell, so
     the bootstrap draws cell counts from a multinomial over the k x k matrix: the same distribution as a
-    row bootstrap, at O(boot * k^2) instead of O(boot * n).
+    row bootstrap, at O(boot * k^2) instead of O(boot * n). The catalogue's F1 is vectorised over them.
     """
     import numpy as np
-    import pandas as pd
 
-    inv, labels = pd.factorize(np.concatenate([truth, pred]), sort=True)
-    k = len(labels)
-    t, p = inv[: len(truth)], inv[len(truth) :]
-    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
-    binary_pos = None
-    if k <= 2:
-        as_list = [str(x) for x in labels]
-        binary_pos = (
-            as_list.index("1") if "1" in as_list else (as_list.index("True") if "True" in as_list else k - 1)
-        )
-    f1 = float(_f1_from_confusion(cm, binary_pos))
-    n = int(cm.sum())
+    from airflow_saga.core import metrics
+
+    cm, _ = metrics.confusion(truth, pred)
+    k, n = cm.shape[0], int(cm.sum())
+    f1 = float(metrics.from_confusion("f1", cm))
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n, cm.ravel() / n, size=boot).reshape(boot, k, k)
-    lo, hi = np.quantile(_f1_from_confusion(draws, binary_pos), [0.025, 0.975])
+    lo, hi = np.quantile(metrics.from_confusion("f1", draws), [0.025, 0.975])
     return {"f1": f1, "f1_ci_low": float(lo), "f1_ci_high": float(hi)}
 
 
@@ -121,13 +99,17 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MAE and RMSE with normal-approximation 95% intervals (CLT over rows; RMSE via the MSE interval)."""
+    """The catalogue's regression metrics (``core.metrics``), with normal-approximation 95% intervals for MAE
+    and RMSE (CLT over rows; RMSE via the MSE interval)."""
     import numpy as np
+
+    from airflow_saga.core import metrics
 
     err = pred - truth
     mae, mae_lo, mae_hi = _mean_ci(np.abs(err))
     mse, mse_lo, mse_hi = _mean_ci(err * err)
     return {
+        **metrics.compute("regression", truth, pred).values,
         "mae": mae,
         "mae_ci_low": mae_lo,
         "mae_ci_high": mae_hi,
@@ -138,9 +120,13 @@ def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def classification_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The catalogue's label metrics (``core.metrics``), with intervals for accuracy and F1."""
+    from airflow_saga.core import metrics
+
     correct = int((truth == pred).sum())
     lo, hi = wilson(correct, len(truth))
     return {
+        **metrics.compute("classification", truth, pred).values,
         "accuracy": correct / len(truth),
         "accuracy_ci_low": lo,
         "accuracy_ci_high": hi,

@@ -272,6 +272,7 @@ def train(
     """
     from airflow_saga.core import datasets
     from airflow_saga.core.models import log_sklearn_model
+    from airflow_saga.core.runs import create_run, ended_on_error
 
     say = log.info if log is not None else (lambda *a, **k: None)
     data = datasets.load_dataset(spec.data_source, spec.target)
@@ -314,9 +315,9 @@ def train(
     if airflow.get("dag_file_hash"):
         run_tags[T.DAG_FILE_HASH] = airflow["dag_file_hash"]
     run_name = f"train-{airflow.get('run_id', 'manual')}"[:250]
-    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    run = create_run(client, experiment_id, run_name=run_name, tags=run_tags)  # closes earlier tries' orphans
     run_id = run.info.run_id
-    try:
+    with ended_on_error(client, run_id):  # FAILED on error, KILLED when interrupted
         from mlflow.entities import Param
 
         client.log_batch(run_id, params=[Param(k, v) for k, v in _flatten_params(spec).items()])
@@ -359,9 +360,6 @@ def train(
         client.set_tag(run_id, T.MODEL_URI, model_uri)
         client.set_tag(run_id, T.BASELINE_URI, uris["reference"])
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
     return {
         "run_id": run_id,
         "experiment_id": experiment_id,

@@ -21,9 +21,10 @@ def free_port() -> int:
 
 
 def tail(path: Path | None, n: int = 4000) -> str:
+    """The end of a log, credentials redacted (it goes into exception messages)."""
     if path is None or not path.exists():
         return ""
-    return path.read_text(errors="replace")[-n:]
+    return _redact(path.read_text(errors="replace")[-n:])
 
 
 def wait_http(
@@ -39,7 +40,7 @@ def wait_http(
     last = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}:\n{tail(log)}")
+            raise RuntimeError(_redact(f"process for {url} exited with {proc.returncode}:\n{tail(log)}"))
         try:
             r = requests.get(url, timeout=3)
             if (r.status_code in ok) if ok else r.status_code < 500:
@@ -48,7 +49,13 @@ def wait_http(
         except requests.RequestException as exc:
             last = str(exc)
         time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready after {timeout}s ({last}):\n{tail(log)}")
+    raise TimeoutError(_redact(f"{url} not ready after {timeout}s ({last}):\n{tail(log)}"))
+
+
+def _redact(text: str) -> str:
+    from airflow_saga.core.redaction import redact
+
+    return redact(text)
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:

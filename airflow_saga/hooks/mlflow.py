@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from airflow_saga.core.errors import MlflowConfigError
 from airflow_saga.core.mlflow_client import MlflowSettings, build_client, ping
+from airflow_saga.core.redaction import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -22,13 +24,17 @@ def settings_from_connection(conn: Any) -> MlflowSettings:
 
     ``host`` may be a full URL (``http://mlflow:5000``) or a bare host with ``schema``/``port``; an
     ``extra.tracking_uri`` overrides both, which is how a ``sqlite:///`` or ``databricks`` URI is given.
+    Bounds (``call_timeout``, ``connect_timeout``, ``read_timeout``, ``max_retries``, ``backoff_factor``)
+    come from the extra; a value that is not a number is refused naming the connection and the key.
     """
     extra = conn.extra_dejson or {}
+    if not isinstance(extra, dict):
+        raise MlflowConfigError(f"Connection {conn.conn_id!r}: extra must be a JSON object")
     tracking_uri = extra.get("tracking_uri")
     if not tracking_uri:
         host = (conn.host or "").strip()
         if not host:
-            raise ValueError(
+            raise MlflowConfigError(
                 f"Connection {conn.conn_id!r}: set host (e.g. http://127.0.0.1:5000) or extra.tracking_uri"
             )
         if "://" not in host:
@@ -42,18 +48,27 @@ def settings_from_connection(conn: Any) -> MlflowSettings:
         ("backoff_factor", float),
         ("connect_timeout", float),
         ("read_timeout", float),
+        ("call_timeout", float),
     ):
         if extra.get(key) is not None:
-            kwargs[key] = cast(extra[key])
-    return MlflowSettings(
-        tracking_uri=tracking_uri.rstrip("/"),
-        registry_uri=extra.get("registry_uri") or None,
-        username=conn.login or None,
-        password=conn.password or None,
-        token=extra.get("token") or None,
-        ui_url=extra.get("ui_url") or None,
-        **kwargs,
-    )
+            try:
+                kwargs[key] = cast(extra[key])
+            except (TypeError, ValueError):
+                raise MlflowConfigError(
+                    f"Connection {conn.conn_id!r}: extra.{key} must be a number, got {extra[key]!r}"
+                ) from None
+    try:
+        return MlflowSettings(
+            tracking_uri=str(tracking_uri).rstrip("/"),
+            registry_uri=extra.get("registry_uri") or None,
+            username=conn.login or None,
+            password=conn.password or None,
+            token=extra.get("token") or None,
+            ui_url=extra.get("ui_url") or None,
+            **kwargs,
+        )
+    except MlflowConfigError as exc:
+        raise MlflowConfigError(f"Connection {conn.conn_id!r}: {exc}") from None
 
 
 class MlflowHook(BaseHook):
@@ -88,8 +103,8 @@ class MlflowHook(BaseHook):
             ping(self.settings)
             self.client.search_experiments(max_results=1)
         except Exception as exc:
-            return False, str(exc)
-        return True, f"Connected to MLflow at {self.settings.tracking_uri}"
+            return False, redact(f"{type(exc).__name__}: {exc}")
+        return True, redact(f"Connected to MLflow at {self.settings.tracking_uri}")
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -98,7 +113,7 @@ class MlflowHook(BaseHook):
             "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password"},
             "placeholders": {
                 "host": "http://mlflow:5000",
-                "extra": '{"registry_uri": null, "token": null, "ui_url": null, "max_retries": 2, '
-                '"connect_timeout": 5, "read_timeout": 120}',
+                "extra": '{"registry_uri": null, "token": null, "ui_url": null, "call_timeout": 20, '
+                '"max_retries": 3, "connect_timeout": 5}',
             },
         }

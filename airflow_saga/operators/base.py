@@ -44,6 +44,7 @@ def airflow_facts(context: Context) -> dict[str, str]:
         "run_id": ti.run_id,
         "task_id": ti.task_id,
         "try_number": str(ti.try_number),
+        "map_index": str(getattr(ti, "map_index", -1)),
         "run_url": dag_run_url(ti.dag_id, ti.run_id),
     }
     fileloc = getattr(dag, "fileloc", None) if dag is not None else None
@@ -68,3 +69,10 @@ class SagaBaseOperator(BaseOperator):
         from airflow_saga.hooks.mlflow import MlflowHook
 
         return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def on_kill(self) -> None:
+        """Airflow is terminating the task: end the MLflow runs it has open as KILLED."""
+        from airflow_saga.core.runs import end_active
+
+        end_active("KILLED")
+        super().on_kill()

@@ -22,8 +22,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from airflow_saga.core.capture import CaptureEntry, CaptureWriter
-from airflow_saga.core.errors import SagaError
+from airflow_saga.core.capture import SHADOW_PENDING, CaptureEntry, CaptureWriter
+from airflow_saga.core.errors import CaptureError, SagaError
 from airflow_saga.serving import protocol
 from airflow_saga.serving.auth import bearer_ok, webhook_ok
 from airflow_saga.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -99,7 +99,7 @@ class Gateway:
 
         cfg = self.cfg
         if cfg.capture_dir:
-            self.writer = CaptureWriter(cfg.capture_dir, cfg.model, cfg.capture_format, cfg.flush_interval)
+            self.writer = CaptureWriter(cfg.capture_settings(), cfg.model)
         loader = Loader(self.settings, cfg.model, fast_path=self.fast_path)
         self.manager = ModelManager(loader, list(cfg.variants), cfg.shadow, cfg.poll_interval)
         self.manager.on_swap.append(self._on_swap)
@@ -115,7 +115,10 @@ class Gateway:
             # and the manager loads the shadow alias through it.
             from airflow_saga.serving.shadow_proc import ShadowProcess
 
-            capture = (str(self.writer.root), cfg.capture_format, cfg.flush_interval) if self.writer else None
+            # The shadow process writes the records of mirrored requests (buffered: it acknowledges a copy
+            # once its record is on disk). With durable capture the gateway has written the champion's
+            # record before answering, so the shadow process writes only the shadow results (``_shadow``).
+            capture = self.writer.settings.replace(durability="buffered") if self.writer else None
             proc = ShadowProcess(
                 self.manager.slots[cfg.shadow],
                 self._shadow_done,
@@ -127,6 +130,7 @@ class Gateway:
                 cfg.shadow_batch,
                 cfg.shadow_timeout,
                 fast_path=self.fast_path,
+                shadow_only=cfg.capture_durability == "durable",
             )
             self.manager.loaders[cfg.shadow] = proc.load
             self.mirror = proc.start()
@@ -388,10 +392,35 @@ class Gateway:
         entry = CaptureEntry(
             inference_id, ts, alias, model.version, batch.columns, batch.rows, predictions, elapsed * 1000.0
         )
+        if capture and self.writer.durable:  # type: ignore[union-attr]
+            self._record_now(entry, shadow)
         if shadow:
             self.mirror.submit(entry, batch, capture)  # type: ignore[union-attr]
-        else:
+        elif capture and not self.writer.durable:  # type: ignore[union-attr]
             self.writer.append(entry)  # type: ignore[union-attr]
+
+    def _record_now(self, entry: CaptureEntry, shadow: bool) -> None:
+        """Durable capture: the champion's record is written before the response, or there is no response.
+
+        A mirrored request is recorded as pending its shadow result, which is written later (``_shadow``)
+        and merged in by the reader; if it never comes, the record reads as a copy that was not run.
+        """
+        if shadow:
+            slot = self.manager.slots[self.cfg.shadow]  # type: ignore[union-attr,index]
+            current = slot.current
+            entry.shadow_variant = slot.alias
+            entry.shadow_model_version = current.version if current is not None else None
+            entry.shadow_error = SHADOW_PENDING
+        try:
+            self.writer.append(entry)  # type: ignore[union-attr]
+        except CaptureError as exc:
+            raise BadRequest(
+                f"durable capture could not record this request, so it is not answered: {exc}",
+                503,
+                "UNAVAILABLE",
+            ) from None
+        finally:
+            entry.shadow_error = None
 
     def _shadow_counts(self, counts: dict[str, int]) -> None:
         """Outcome counts reported by the shadow process (its copies' records are written there)."""
@@ -419,7 +448,13 @@ class Gateway:
             if len(entry.predictions) - agree:
                 self.metrics.shadow_agreement.labels("false").inc(len(entry.predictions) - agree)
         if capture and self.writer is not None:
-            self.writer.append(entry)
+            try:
+                if self.writer.durable:  # the champion's record is written; this is its shadow half
+                    self.writer.append_shadow(entry)
+                else:
+                    self.writer.append(entry)
+            except CaptureError as exc:  # not on a response path: counted in the writer's stats
+                log.error("shadow capture record of %s lost: %s", entry.inference_id, exc)
 
     # --- feedback and webhooks ----------------------------------------------------------------------------
     async def _feedback(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
@@ -451,8 +486,11 @@ class Gateway:
                 raise BadRequest(f"feedback item {i} ({iid}): unknown field(s) {sorted(extra)}")
             checked.append((iid, item["ground_truth"], row))
         now = time.time()
-        for iid, truth, row in checked:
-            self.writer.append_feedback(iid, truth, row, now)
+        try:
+            for iid, truth, row in checked:
+                self.writer.append_feedback(iid, truth, row, now)
+        except CaptureError as exc:  # durable capture: not accepted unless recorded (a retry is harmless)
+            raise BadRequest(f"feedback could not be recorded: {exc}", 503, "UNAVAILABLE") from None
         self.metrics.request("/feedback", "none", 202)
         await _respond(send, 202, encode_json({"accepted": len(checked)}))
 
@@ -502,8 +540,10 @@ class Gateway:
             "capture": None
             if self.writer is None
             else {
-                "dir": str(self.writer.model_dir),
+                "dir": self.writer.location,
                 "format": self.writer.fmt,
+                "durability": self.writer.settings.durability,
+                "dropped": self.writer.stats.dropped,
                 "backlog": st["capture_backlog"],
                 "rows_written": st["capture_rows"],
                 "write_errors": st["capture_errors"],
@@ -540,12 +580,14 @@ async def _respond(
 
 
 def create_app() -> Gateway:
-    """uvicorn factory for multi-worker mode: the config travels in ``SAGA_SERVE_CONFIG`` (JSON)."""
+    """uvicorn factory for multi-worker mode: the config is the private file ``SAGA_SERVE_CONFIG_FILE``
+    names (it holds the secrets, which must not travel in the environment)."""
     import os
 
     from airflow_saga.serving.config import GatewayConfig
 
-    text = os.environ.get("SAGA_SERVE_CONFIG")
-    if not text:
-        raise SagaError("SAGA_SERVE_CONFIG is not set; start the gateway with `saga serve`")
-    return Gateway(GatewayConfig.from_json(text))
+    path = os.environ.get("SAGA_SERVE_CONFIG_FILE")
+    if not path:
+        raise SagaError("SAGA_SERVE_CONFIG_FILE is not set; start the gateway with `saga serve`")
+    with open(path, encoding="utf-8") as fh:
+        return Gateway(GatewayConfig.from_json(fh.read()))

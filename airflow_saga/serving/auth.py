@@ -48,3 +48,60 @@ def webhook_ok(
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         return False, "bad signature"
     return True, "ok"
+
+
+# --- where the secrets come from -----------------------------------------------------------------------
+def read_secret_file(path: str, what: str) -> str:
+    """The secret in ``path`` (surrounding whitespace, e.g. the final newline, stripped).
+
+    A file readable by group or others still works, with a warning: the secret is as private as the file.
+    """
+    import os
+    import stat
+    import sys
+
+    from airflow_saga.core.errors import ServingError
+
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServingError(f"cannot read the {what} file {path!r}: {exc}") from exc
+    if not value:
+        raise ServingError(f"the {what} file {path!r} is empty")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            f"saga serve: warning: the {what} file {path!r} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):o}); chmod 600 it",
+            file=sys.stderr,
+        )
+    return value
+
+
+def resolve_secret(
+    *, flag: str | None, flag_name: str, file: str | None, env_name: str, what: str
+) -> str | None:
+    """One secret from, in order: the command-line value (warned about: ``ps`` shows it to every user),
+    the ``--...-file`` flag, ``$<env_name>``, then the file named by ``$<env_name>_FILE``."""
+    import os
+    import sys
+
+    from airflow_saga.core.redaction import register_secret
+
+    value: str | None = None
+    if flag:
+        print(
+            f"saga serve: warning: {flag_name} on the command line is visible to every user of this machine "
+            f"(ps, /proc); use {flag_name}-file or ${env_name} instead",
+            file=sys.stderr,
+        )
+        value = flag
+    elif file:
+        value = read_secret_file(file, what)
+    elif os.environ.get(env_name):
+        value = os.environ[env_name]
+    elif os.environ.get(f"{env_name}_FILE"):
+        value = read_secret_file(os.environ[f"{env_name}_FILE"], what)
+    register_secret(value)
+    return value

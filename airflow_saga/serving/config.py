@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core import tags
 from airflow_saga.core.errors import ServingError as GatewayConfigError
+
+if TYPE_CHECKING:
+    from airflow_saga.core.capture import CaptureSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +37,14 @@ class GatewayConfig:
     capture_dir: str | None = None
     capture_format: str = "jsonl"
     capture_sample: float = 100.0
+    capture_durability: str = "buffered"  # "durable": each record written before its response is sent
+    capture_spool_dir: str | None = None  # durable capture to object stores / Parquet: the local spool
+    capture_file_mode: str | int = "0640"
+    capture_dir_mode: str | int = "0750"
     flush_interval: float = 1.0
     poll_interval: float = 5.0
-    auth_token: str | None = None
-    webhook_secret: str | None = None
+    auth_token: str | None = dataclasses.field(default=None, repr=False)  # secrets: never in a repr/log
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     max_body_bytes: int = 1_048_576
     workers: int = 1
     log_level: str = "warning"
@@ -70,6 +77,30 @@ class GatewayConfig:
             raise GatewayConfigError(f"shadow_mode must be process or thread, got {self.shadow_mode!r}")
         if self.capture_format not in ("jsonl", "parquet"):
             raise GatewayConfigError(f"capture_format must be jsonl or parquet, got {self.capture_format!r}")
+        if self.capture_durability not in ("buffered", "durable"):
+            raise GatewayConfigError(
+                f"capture_durability must be buffered or durable, got {self.capture_durability!r}"
+            )
+        if self.capture_dir:
+            self.capture_settings()
+
+    def capture_settings(self) -> CaptureSettings:
+        """The capture writer's settings (validated: modes, durability, format)."""
+        from airflow_saga.core.capture import CaptureSettings
+        from airflow_saga.core.errors import CaptureError
+
+        try:
+            return CaptureSettings(
+                str(self.capture_dir),
+                self.capture_format,
+                self.flush_interval,
+                self.capture_durability,
+                self.capture_spool_dir,
+                self.capture_file_mode,
+                self.capture_dir_mode,
+            )
+        except CaptureError as exc:
+            raise GatewayConfigError(str(exc)) from None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

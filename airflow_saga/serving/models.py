@@ -133,8 +133,9 @@ class Loader:
             ) from exc
 
     def load(self, alias: str, version: str) -> LoadedModel:
-        import mlflow.artifacts
         import mlflow.pyfunc
+
+        from airflow_saga.core.mlflow_client import download_artifacts
 
         t0 = time.perf_counter()
         dst = tempfile.mkdtemp(prefix=f"v{version}-", dir=self.cache_dir)
@@ -142,12 +143,7 @@ class Loader:
             # Resolve the artifact location through our client: a ``models:/`` URI would be resolved
             # against MLflow's process-global registry URI instead of this gateway's server.
             source = self.client.get_model_version_download_uri(self.model, version)
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source,
-                dst_path=dst,
-                tracking_uri=self.settings.tracking_uri,
-                registry_uri=self.settings.registry_uri or self.settings.tracking_uri,
-            )
+            local = download_artifacts(self.settings, source, dst)
             pyfunc = mlflow.pyfunc.load_model(local)
         except Exception as exc:
             shutil.rmtree(dst, ignore_errors=True)

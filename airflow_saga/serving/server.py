@@ -1,8 +1,11 @@
 """Run the gateway under uvicorn (uvloop + httptools when installed).
 
 With ``workers == 1`` the app object is built here and handed to uvicorn directly. With more workers,
-uvicorn spawns processes that each build their own gateway from ``SAGA_SERVE_CONFIG``; every worker loads
-the models and writes its own capture files (file names carry a per-writer id, so they never collide).
+uvicorn spawns processes that each build their own gateway from the config file named by
+``SAGA_SERVE_CONFIG_FILE`` (private to this user, removed at exit: the config holds the bearer token
+and webhook secret, which must not travel in the environment, where ``ps e`` and crash reports show
+it); every worker loads the models and writes its own capture files (file names carry a per-writer id,
+so they never collide).
 SIGTERM makes uvicorn finish in-flight requests, then our lifespan shutdown flushes capture.
 """
 
@@ -37,10 +40,20 @@ def serve(cfg: GatewayConfig) -> int:
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if cfg.workers > 1:
-        os.environ["SAGA_SERVE_CONFIG"] = cfg.to_json()  # inherited by uvicorn's worker processes
-        uvicorn.run(
-            "airflow_saga.serving.app:create_app", factory=True, workers=cfg.workers, **uvicorn_kwargs(cfg)
-        )
+        import shutil
+        import tempfile
+
+        private = tempfile.mkdtemp(prefix="saga-serve-config-")  # 0700
+        path = os.path.join(private, "config.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(cfg.to_json())
+        os.environ["SAGA_SERVE_CONFIG_FILE"] = path  # a path, inherited by uvicorn's worker processes
+        try:
+            app = "airflow_saga.serving.app:create_app"
+            uvicorn.run(app, factory=True, workers=cfg.workers, **uvicorn_kwargs(cfg))
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
         return 0
     from airflow_saga.serving.app import Gateway
 

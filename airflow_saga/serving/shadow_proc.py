@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_saga.core.capture import CaptureEntry
+    from airflow_saga.core.capture import CaptureEntry, CaptureSettings
     from airflow_saga.core.mlflow_client import MlflowSettings
     from airflow_saga.serving.models import LoadedModel, Slot
     from airflow_saga.serving.protocol import Batch
@@ -69,7 +69,7 @@ class ShadowProcess:
         counts: Callable[[dict[str, int]], None],
         settings: MlflowSettings,
         model_name: str,
-        capture: tuple[str, str, float] | None,
+        capture: CaptureSettings | None,
         capacity: int = 1000,
         batch_max: int = 64,
         timeout: float = 2.0,
@@ -77,13 +77,15 @@ class ShadowProcess:
         send_interval: float = 0.01,
         hang_after: float = 30.0,
         fast_path: bool = True,
+        shadow_only: bool = False,
     ) -> None:
         self.slot = slot
         self.sink = sink  # (entry, capture?, outcome) for copies finished here: dropped|crash|shutdown
         self.counts = counts  # outcome counts reported by the shadow process
         self.settings = settings
         self.model_name = model_name
-        self.capture = capture  # (root, format, flush interval) or None
+        self.capture = capture  # the writer settings for the records of mirrored requests, or None
+        self.shadow_only = shadow_only  # durable capture: write only the shadow half (``_shadow``)
         self.capacity = capacity
         self.batch_max = batch_max
         self.timeout = timeout
@@ -179,7 +181,7 @@ class ShadowProcess:
             self._send(("stop", grace))
 
         threading.Thread(target=ask, name="saga-shadow-stop", daemon=True).start()
-        limit = grace + (self.capture[2] if self.capture else 0) + 15.0
+        limit = grace + (self.capture.flush_interval if self.capture else 0) + 15.0
         self._stopped.wait(limit)
         proc = self._proc
         if proc is not None:
@@ -255,6 +257,7 @@ class ShadowProcess:
             "alias": self.slot.alias,
             "version": self._version,
             "capture": self.capture,
+            "shadow_only": self.shadow_only,
             "batch_max": self.batch_max,
             "timeout": self.timeout,
             "linger": self.linger,
@@ -373,8 +376,9 @@ class _Worker:
         self.loader = Loader(cfg["settings"], cfg["model"], fast_path=cfg["fast_path"])
         self.model: LoadedModel | None = None
         cap = cfg["capture"]
-        self.writer = CaptureWriter(cap[0], cfg["model"], cap[1], cap[2]) if cap else None
-        self.flush_interval = cap[2] if cap else 1.0
+        self.writer = CaptureWriter(cap, cfg["model"]) if cap else None
+        self.flush_interval = cap.flush_interval if cap else 1.0
+        self.shadow_only = cfg.get("shadow_only", False)
         self.q: queue.Queue[Wire] = queue.Queue()
         self.loads: queue.Queue[str | None] = queue.Queue()
         self.lock = threading.Lock()  # guards the ack lists, counts and inflight
@@ -413,7 +417,10 @@ class _Worker:
                 entry.shadow_predictions = preds
                 entry.shadow_latency_ms = latency_ms
                 entry.shadow_error = error[:500] if error else None
-                self.writer.append(entry)
+                if self.shadow_only:
+                    self.writer.append_shadow(entry)
+                else:
+                    self.writer.append(entry)
                 self.acks_written.append(seq)
             else:
                 self.acks_now.append(seq)
@@ -503,7 +510,10 @@ class _Worker:
                     before_rows, before_req = self.writer.stats.rows, self.writer.stats.requests
                     try:
                         self.writer.flush()
-                        seqs += written
+                        if self.writer.retained_rows:  # a write failed and waits for the next flush
+                            self.acks_written = written + self.acks_written
+                        else:
+                            seqs += written
                     except Exception as exc:
                         # No acknowledgement: the gateway still holds these copies and captures them itself
                         # (as not run) at shutdown, or as lost if this process dies.

@@ -33,6 +33,8 @@ SAGA_IMAGE_SERVICES = {
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
     "airflow-worker", "mlflow", "saga-gateway",
 }  # fmt: skip
+STORAGE_SERVICES = {"minio", "minio-init"}  # S3-compatible object storage for artifacts and capture
+ONE_SHOT = {"airflow-init", "minio-init"}  # dependents wait for service_completed_successfully
 # compose service -> the process name AirflowStack.process_commands() uses
 AIRFLOW_PROCESSES = {
     "airflow-apiserver": "api-server",
@@ -130,12 +132,12 @@ def test_the_schema_check_catches_mistakes(compose):
 
 # --- 2. structure ----------------------------------------------------------------------------------------
 def test_services_follow_the_official_airflow_compose_file_plus_mlflow_and_gateway(services):
-    assert set(services) == {"postgres", "redis", *SAGA_IMAGE_SERVICES}
+    assert set(services) == {"postgres", "redis", *SAGA_IMAGE_SERVICES, *STORAGE_SERVICES}
 
 
 def test_every_long_running_service_has_a_health_check(services):
     for name, svc in services.items():
-        if name == "airflow-init":  # one-shot; dependents wait for service_completed_successfully
+        if name in ONE_SHOT:  # dependents wait for service_completed_successfully
             assert "healthcheck" not in svc
             continue
         test = svc.get("healthcheck", {}).get("test")
@@ -151,11 +153,19 @@ def test_dependencies_wait_for_health_and_init(services):
         assert deps["airflow-init"]["condition"] == "service_completed_successfully"
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["saga-gateway"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    for name in ("mlflow", "saga-gateway"):  # the bucket exists before anyone writes to it
+        assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
 
 
 def test_images_and_dockerfile(services):
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
+    # pinned MinIO releases (no floating "latest"); the MinIO image ships `mc` for its health check
+    assert re.fullmatch(r"minio/minio:RELEASE\.[0-9T-]+Z", services["minio"]["image"])
+    assert re.fullmatch(r"minio/mc:RELEASE\.[0-9T-]+Z", services["minio-init"]["image"])
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert "[celery,s3]" in DOCKERFILE.read_text()  # boto3: MLflow's S3 artifact store
     images = {services[n]["image"] for n in SAGA_IMAGE_SERVICES}
     assert len(images) == 1, images  # one image, built from this repo
     assert all(services[n]["build"] == "." for n in SAGA_IMAGE_SERVICES)
@@ -224,7 +234,8 @@ def test_airflow_env_keys_are_ones_the_process_test_sets(compose, services, proc
         k for k in compose_keys if k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "SAGA_", "MLFLOW_"))
     }
     assert airflow_keys, compose_keys
-    assert airflow_keys - set(process_env) == set()
+    # The Celery process test shares a local capture directory; S3 capture is covered by test_capture_s3.
+    assert airflow_keys - set(process_env) - {"SAGA_CAPTURE_DIR"} == set()
     # the settings that make a Celery deployment work, on both sides
     for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
                 "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
@@ -273,16 +284,41 @@ def test_mlflow_clients_use_the_service_name(compose, services):
     assert _flag_value(_command(services["saga-gateway"]), "--tracking-uri") == f"http://mlflow:{port}"
 
 
-def test_gateway_command_parses_and_matches_the_process(services, process_topology):
+def _expand(value: str) -> str:
+    """A compose value with ``${VAR:-default}`` replaced by its default."""
+    return VAR_REF.sub(lambda m: m.group(3) if m.group(2) == ":-" else f"<{m.group(1)}>", value)
+
+
+def test_gateway_command_parses_and_matches_the_process(compose, services, process_topology):
     from airflow_saga.cli import build_parser
+    from tests.integration.serving import test_capture_s3
 
     compose_cmd = _command(services["saga-gateway"])
     assert _positional(compose_cmd)[:2] == ["saga", "serve"]
-    args = build_parser().parse_args(compose_cmd[1:])  # raises SystemExit on an unknown flag
+    args = build_parser().parse_args([_expand(a) for a in compose_cmd[1:]])  # SystemExit on an unknown flag
     assert args.command == "serve" and args.host == "0.0.0.0" and args.port == 8000
-    assert args.capture_dir == "/opt/saga/capture"
+    # capture goes to the object store, durably, through a spool on a volume of the gateway's own
+    assert args.capture_dir == "s3://saga/capture" and args.capture_durability == "durable"
+    volumes = services["saga-gateway"]["volumes"]
+    spool_mounts = [v for v in volumes if v.endswith(f":{args.capture_spool_dir}")]
+    assert spool_mounts and spool_mounts[0].split(":")[0] in compose["volumes"]
     process_cmd = process_topology["gateway"].cmd
     assert Path(process_cmd[0]).name == "saga" and process_cmd[1] == "serve"
-    assert _flags(compose_cmd) <= _flags(process_cmd)
-    capture_mounts = [v for v in services["saga-gateway"]["volumes"] if v.endswith(":/opt/saga/capture")]
-    assert capture_mounts and capture_mounts[0] in services["airflow-worker"]["volumes"]  # DAGs read capture
+    # flags the Celery process test runs, or the S3 capture test (same flags, on moto's S3 server)
+    assert _flags(compose_cmd) <= _flags(process_cmd) | test_capture_s3.GATEWAY_FLAGS
+
+
+def test_capture_and_artifacts_share_one_object_store(compose, services):
+    common = _env(compose["x-airflow-common"])
+    gateway, mlflow = _env(services["saga-gateway"]), _env(services["mlflow"])
+    capture_dir = _expand(_flag_value(_command(services["saga-gateway"]), "--capture-dir"))
+    assert _expand(common["SAGA_CAPTURE_DIR"]) == capture_dir  # the monitors read where the gateway writes
+    artifacts = _expand(_flag_value(_command(services["mlflow"]), "--artifacts-destination"))
+    assert artifacts.startswith("s3://saga/") and capture_dir.startswith("s3://saga/")
+    minio = _env(services["minio"])
+    for env in (common, gateway, mlflow):  # one set of keys, from .env, for every S3 client
+        assert env["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
+        assert env["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    assert common["AWS_ENDPOINT_URL"] == gateway["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "9000:9000" not in str(services["minio"].get("ports"))  # the S3 API stays inside the network

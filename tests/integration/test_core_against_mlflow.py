@@ -125,21 +125,18 @@ def test_silent_mlflow_is_bounded_by_timeouts_not_minutes_of_retries():
     """A server that accepts connections and never answers: every client call is bounded too."""
     import socket
 
-    from mlflow.exceptions import MlflowException
-
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        settings = MlflowSettings(tracking_uri=url, connect_timeout=1.0, read_timeout=2.0, max_retries=1)
+        settings = MlflowSettings(tracking_uri=url, connect_timeout=1.0, call_timeout=2.0, max_retries=1)
         t0 = time.monotonic()
         with pytest.raises(MlflowUnreachableError, match=url):
             build_client(settings)
         client = build_client(settings, check=False)
-        with pytest.raises(MlflowException) as exc:
+        with pytest.raises(MlflowUnreachableError, match=url):
             client.search_experiments(max_results=1)
-        assert url in str(exc.value)
         assert time.monotonic() - t0 < 30
     finally:
         sock.close()

@@ -28,15 +28,11 @@ PG = "postgresql://postgres@127.0.0.1:5432"
 @pytest.fixture(scope="module")
 def pg_mlflow(tmp_path_factory):
     """A real MLflow server on a private PostgreSQL database, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
+    from tests.conftest import postgres_admin
     from tests.support.procs import MlflowServer
 
     db = f"saga_gov_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg2.connect(f"{PG}/postgres")
-    except psycopg2.OperationalError as exc:  # pragma: no cover - environment without PostgreSQL
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    admin.autocommit = True
+    admin = postgres_admin()  # a missing PostgreSQL fails the test (opt-out: SAGA_TESTS_WITHOUT_POSTGRES=1)
     admin.cursor().execute(f'CREATE DATABASE "{db}"')
     # db_pool=None: MLflow's default pool (5 + 10 per engine), the setting users most likely run.
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-pg"), backend_uri=f"{PG}/{db}", db_pool=None)

@@ -120,7 +120,7 @@ def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_n
         ({"estimator": "sklearn.linear_model.NoSuchModel"}, "train"),
         ({"hyperparameters": {"not_a_param": 1}}, "train"),
         ({"conditions": "accuracy >= >= 0.9"}, "quality_gate"),
-        ({"conditions": "balanced_accuracy >= 0.9"}, "quality_gate"),
+        ({"conditions": "balanced_acc >= 0.9"}, "quality_gate"),
     ],
     ids=[
         "missing-target",

@@ -37,26 +37,140 @@ def test_rest_store_calls_http_request_through_the_module_name():
 
 
 def test_install_wrapper_is_idempotent_and_marks_the_original():
-    calls = []
+    from airflow_saga.core import mlflow_client
 
-    def wrap(original):
-        def wrapper(*args, **kwargs):
-            calls.append(args[1])
-            return original(*args, **kwargs)
+    mlflow_client._install()  # what every bounded call does first
 
-        return wrapper
+    def foreign(original):  # pragma: no cover - must never be installed over ours
+        raise AssertionError("a second wrapper was installed")
 
-    compat.install_http_request_wrapper(wrap)
-    again = compat.install_http_request_wrapper(wrap)
-    assert again == []  # already wrapped everywhere (by us or by airflow_saga.core.mlflow_client)
+    assert compat.install_http_request_wrapper(foreign) == []
+    assert compat.install_cloud_request_wrapper(foreign) == []
+    assert compat.install_context_propagating_artifact_pools() is False
+    assert compat.install_bounded_multipart_upload_part() is False
     from mlflow.utils import rest_utils
 
     assert hasattr(rest_utils.http_request, compat.WRAPPED_MARK)
 
 
-def test_host_creds_fields():
-    creds = compat.mlflow_host_creds(host="http://x", username="u", password="p", token=None)
-    assert (creds.host, creds.username, creds.password) == ("http://x", "u", "p")
+@pytest.mark.parametrize("module", compat.MLFLOW_CLOUD_REQUEST_MODULES)
+def test_each_cloud_request_module_binds_the_bounded_cloud_storage_request(module):
+    from airflow_saga.core import mlflow_client
+
+    mlflow_client._install()
+    mod = importlib.import_module(module)  # imported after install: binds the wrapper by name
+    fn = getattr(mod, "cloud_storage_http_request", None)
+    assert callable(fn), f"{module} no longer binds cloud_storage_http_request: update the module list"
+    assert hasattr(fn, compat.WRAPPED_MARK), f"{module}.cloud_storage_http_request is not wrapped"
+    params = list(inspect.signature(getattr(fn, compat.WRAPPED_MARK)).parameters)
+    assert params[:2] == ["method", "url"], params
+    for kw in ("max_retries", "backoff_factor", "timeout", "retry_codes"):
+        assert kw in params, f"cloud_storage_http_request lost its {kw!r} argument"
+
+
+def test_presigned_downloads_call_cloud_storage_request_through_the_module_name():
+    from mlflow.utils import file_utils, request_utils
+
+    assert "cloud_storage_http_request(" in inspect.getsource(request_utils.download_chunk)
+    assert "cloud_storage_http_request(" in inspect.getsource(file_utils.download_file_using_http_uri)
+    params = inspect.signature(request_utils._get_http_response_with_retries).parameters
+    assert "raise_on_status" in params  # the wrapper passes raise_on_status=False through **kwargs
+
+
+def test_artifact_thread_pools_run_work_in_the_submitters_context(tmp_path):
+    import contextvars
+
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from airflow_saga.core import mlflow_client
+
+    mlflow_client._install()
+    var = contextvars.ContextVar("probe", default="unset")
+    var.set("caller")
+    repo = LocalArtifactRepository(str(tmp_path))
+    assert repo.thread_pool.submit(var.get).result(timeout=10) == "caller"
+
+
+def test_multipart_upload_part_is_replaced_with_the_same_signature():
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+    from airflow_saga.core import mlflow_client
+
+    mlflow_client._install()
+    current = HttpArtifactRepository.__dict__["_upload_part"]
+    original = getattr(current.__func__, compat.WRAPPED_MARK)
+    assert list(inspect.signature(original.__func__).parameters) == [
+        "credential",
+        "local_file",
+        "size",
+        "start_byte",
+    ]
+    assert "requests.put(" in inspect.getsource(original.__func__)  # what we replace: no timeout at all
+
+
+def test_host_creds_carrying_keeps_mlflows_fields_and_carries_the_payload():
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    creds = compat.host_creds_carrying("payload", "http://h:1", username="u", password="p", token=None)
+    assert isinstance(creds, MlflowHostCreds)
+    assert (creds.host, creds.username, creds.password, creds.token) == ("http://h:1", "u", "p", None)
+    assert creds.verify is True  # a property MLflow's http_request reads
+    assert compat.payload_of(creds) == "payload"
+    assert compat.payload_of(MlflowHostCreds("http://h:1")) is None
+
+
+def test_bind_rest_stores_gives_each_client_its_own_stores_and_credentials():
+    from mlflow import MlflowClient
+
+    clients = []
+    for user in ("alice", "bob"):
+        client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
+
+        def creds(user=user):
+            return compat.host_creds_carrying(user, "http://127.0.0.1:9", username=user, password="pw")
+
+        compat.bind_rest_stores(client, creds, creds)
+        clients.append(client)
+    a, b = clients
+    for which in ("tracking", "registry"):
+        sa, sb = compat.store_of(a, which), compat.store_of(b, which)
+        assert sa is not sb
+        assert (sa.get_host_creds().username, sb.get_host_creds().username) == ("alice", "bob")
+    assert type(a._tracking_client).__mro__[1].__name__ == "TrackingServiceClient"
+
+
+def test_http_request_reports_transport_errors_in_the_shapes_the_bounds_rely_on():
+    """A refused connection and a read timeout, as MLflow's own ``http_request`` raises them under
+    ``max_retries=0`` (real sockets): the bounds tell them apart by walking the exception chain."""
+    import socket
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils import rest_utils
+
+    from airflow_saga.core import mlflow_client
+
+    original = getattr(rest_utils.http_request, compat.WRAPPED_MARK, rest_utils.http_request)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    creds = compat.mlflow_host_creds(host=f"http://127.0.0.1:{port}")
+    with pytest.raises(MlflowException) as refused:
+        original(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0, timeout=(1, 1))
+    cause = mlflow_client._transport_error(refused.value)
+    assert cause is not None and not mlflow_client._is_read_timeout(cause)
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        creds = compat.mlflow_host_creds(host=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        with pytest.raises(MlflowException) as timed_out:
+            original(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0, timeout=(1, 0.3))
+        cause = mlflow_client._transport_error(timed_out.value)
+        assert cause is not None and mlflow_client._is_read_timeout(cause)
+    finally:
+        silent.close()
 
 
 def _saved_sklearn_pyfunc(tmp_path, estimator):

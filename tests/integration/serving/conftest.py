@@ -37,10 +37,12 @@ class GatewayProc:
             *args,
         ]
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}  # added to the environment (e.g. AWS settings for S3 capture)
 
     def start(self, timeout: float = 120) -> GatewayProc:
         env = dict(os.environ)
         env.pop("SAGA_SERVE_TOKEN", None)
+        env.update(self.env)
         self.proc = subprocess.Popen(
             self.cmd,
             cwd=REPO,

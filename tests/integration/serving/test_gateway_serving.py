@@ -7,11 +7,12 @@ import json
 import time
 import uuid
 
+import pandas as pd
 import pytest
 import requests
 
 from airflow_saga.core import tags
-from airflow_saga.core.capture import read_capture
+from airflow_saga.core.capture_scan import read_capture
 from airflow_saga.serving.auth import webhook_signature
 from tests.support import models
 
@@ -134,7 +135,7 @@ def test_feedback_is_joined_to_its_record(gw):
         time.sleep(0.2)
     assert df.loc[ids[0], "ground_truth"] == 1
     assert df.loc[ids[1], "ground_truth"] == 0
-    assert df.loc[ids[2], "ground_truth"] is None
+    assert df.loc[ids[2], "ground_truth"] is pd.NA and str(df["ground_truth"].dtype) == "Int64"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from airflow_saga.core import tags as T
 from airflow_saga.core.errors import ApprovalError, RegistryError
 from tests.support.registry import make_version
 
-pytestmark = pytest.mark.integration  # a real MLflow server
+pytestmark = pytest.mark.integration  # every test here talks to the session's MLflow server
 
 
 def _log(client, name, version):

@@ -12,7 +12,7 @@ from airflow_saga.core.errors import GovernanceBusyError, PromotionError, Regist
 from airflow_saga.core.locking import ModelLock, lock_name
 from tests.support.registry import make_version, registry_state
 
-pytestmark = pytest.mark.integration  # a real MLflow server
+pytestmark = pytest.mark.integration  # every test here talks to the session's MLflow server
 
 
 _state = registry_state

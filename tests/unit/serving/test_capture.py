@@ -7,14 +7,9 @@ import os
 
 import pytest
 
-from airflow_saga.core.capture import (
-    CaptureEntry,
-    CaptureWriter,
-    confined,
-    model_dirname,
-    read_capture,
-    read_feedback,
-)
+from airflow_saga.core.capture import CaptureEntry, CaptureWriter, model_dirname
+from airflow_saga.core.capture_scan import read_capture, read_feedback
+from airflow_saga.core.capture_store import Store
 from airflow_saga.core.errors import CaptureError
 
 T0 = dt.datetime(2026, 3, 1, 10, 59, 59, tzinfo=dt.UTC).timestamp()
@@ -132,7 +127,7 @@ def test_confinement_refuses_symlink_escape(tmp_path):
     root.mkdir()
     os.symlink(tmp_path, root / "link")
     with pytest.raises(CaptureError, match="escapes"):
-        confined(root, "link", "x")
+        Store(root).join(str(root.resolve()), "link", "x")
     with pytest.raises(CaptureError):
         model_dirname("")
     with pytest.raises(CaptureError):
@@ -153,7 +148,7 @@ def test_background_flush_and_backlog(tmp_path):
 
 @pytest.mark.parametrize("empty", [None, "", "  "])
 def test_window_bounds_unset_params_mean_no_bound(empty):
-    from airflow_saga.core.capture import to_utc
+    from airflow_saga.core.capture_scan import to_utc
 
     assert to_utc(empty) is None
 
@@ -161,6 +156,76 @@ def test_window_bounds_unset_params_mean_no_bound(empty):
 def test_window_bounds_naive_means_utc():
     import datetime as dt
 
-    from airflow_saga.core.capture import to_utc
+    from airflow_saga.core.capture_scan import to_utc
 
     assert to_utc("2026-11-22T05:00:00") == dt.datetime(2026, 11, 22, 5, tzinfo=dt.UTC)
+
+
+# --- labels keep their type (issue 9) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "dtype", "missing"),
+    [
+        ([1, 0, 1], "Int64", "NA"),  # ints stay ints even though id-3 has no label
+        ([0.25, 1.5, 2.0], "float64", "NaN"),
+        (["cat", "dog", "cat"], "object", None),
+        ([True, False, True], "boolean", "NA"),
+        ([1, "b", 2.5], "object", None),  # mixed types keep their own Python values
+    ],
+)
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_feedback_labels_keep_their_type_when_some_are_missing(tmp_path, labels, dtype, missing, fmt):
+    import pandas as pd
+
+    w = CaptureWriter(tmp_path, "m", fmt=fmt, flush_interval=60)
+    for i in range(4):
+        w.append(_entry(i, T0 + i))
+    for i, label in enumerate(labels):
+        w.append_feedback(f"id-{i}", label, None, T0 + 10 + i)
+    w.close()
+    df = read_capture(tmp_path, "m", with_feedback=True).set_index("inference_id")
+    truth = df["ground_truth"]
+    assert str(truth.dtype) == dtype
+    got = [truth[f"id-{i}"] for i in range(3)]
+    assert got == labels
+    if dtype == "object":  # Python values, each of its own type
+        assert [type(g) for g in got] == [type(x) for x in labels]
+    last = truth["id-3"]
+    assert (last is None) if missing is None else (pd.isna(last) and (missing != "NA" or last is pd.NA))
+    assert df["feedback_timestamp"].isna().sum() == 1
+    fb = read_feedback(tmp_path, "m")
+    assert str(fb["ground_truth"].dtype) == dtype and str(fb["row"].dtype) == "Int64"
+
+
+def test_arrow_feedback_scan_reads_mixed_labels_as_text(tmp_path):
+    from airflow_saga.core.capture_scan import scan_feedback
+
+    w = CaptureWriter(tmp_path, "m", flush_interval=60)
+    w.append_feedback("a", 1, None, T0)
+    w.append_feedback("b", "x", None, T0)
+    w.close()
+    t = scan_feedback(tmp_path, "m")
+    assert t.column("ground_truth").to_pylist() == ["1", "x"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_iter_capture_yields_the_scan_in_bounded_pieces(tmp_path, fmt):
+    import pyarrow as pa
+
+    from airflow_saga.core.capture_scan import iter_capture, scan_capture
+
+    w = CaptureWriter(tmp_path, "m", fmt=fmt, flush_interval=60)
+    for i in range(300):
+        w.append(_entry(i, T0 + i, rows=2, shadow=i % 3 == 0))  # crosses an hour boundary
+    w.close()
+    cols = ["inference_id", "row", "prediction", "shadow_prediction"]
+    whole = scan_capture(tmp_path, "m", T0 + 5, T0 + 250, cols, features=True)
+    pieces = list(iter_capture(tmp_path, "m", T0 + 5, T0 + 250, cols, features=True, batch_rows=64))
+    assert len(pieces) > 1 and max(p.num_rows for p in pieces) <= 64
+    joined = pa.concat_tables(pieces, promote_options="permissive")
+    assert joined.num_rows == whole.num_rows == 490
+    assert joined.column("inference_id").to_pylist() == whole.column("inference_id").to_pylist()
+    assert joined.column("features.y z").to_pylist() == whole.column("features.y z").to_pylist()
+    again = pa.concat_tables(iter_capture(tmp_path, "m", T0 + 5, T0 + 250, cols, batch_rows=64))
+    assert again.column("inference_id").to_pylist() == joined.column("inference_id").to_pylist()  # stable

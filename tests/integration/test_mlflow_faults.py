@@ -1,0 +1,226 @@
+"""MLflow faults with real parts: a server SIGKILLed mid-train / mid-register / mid-promote, a SIGSTOPped
+server, and a socket server that accepts and never answers.
+
+Each fault must end in the package's ``MlflowUnreachableError`` (or its Airflow/CLI/gateway rendering)
+within the configured call timeout, naming the server without its credentials; after a kill and the
+task's retry there is no RUNNING run, no duplicate version and no half-moved alias. Most tests use a short
+``call_timeout`` (a few seconds) so the suite stays fast; one checks the real default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from airflow_saga.core import tags as T
+from airflow_saga.core.errors import MlflowUnreachableError, ServingError
+from airflow_saga.core.mlflow_client import DEFAULT_CALL_TIMEOUT, MlflowSettings, build_client
+from airflow_saga.devstack.faults import KillableMlflow, SilentServer, frozen
+
+pytestmark = pytest.mark.integration
+
+SHORT = 3.0  # seconds: the call timeout most tests use
+MARGIN = 15.0  # generous slack over a timeout for process and load overhead; never a performance figure
+SECRET = "pw-" + "Zq8vYt3LmW"  # a password that must never appear in any message
+
+
+def _hung_settings(url: str, **kw) -> MlflowSettings:
+    return MlflowSettings(url, username="alice", password=SECRET, call_timeout=SHORT, **kw)
+
+
+def _assert_clear(message: str, url: str) -> None:
+    assert "unreachable" in message, message
+    assert url.split("://")[1] in message, message
+    assert SECRET not in message, message
+
+
+@pytest.fixture
+def silent():
+    with SilentServer() as server:
+        yield server
+
+
+# --- a server that accepts and never answers ----------------------------------------------------------
+def test_hook_against_a_silent_server_fails_clearly_within_the_call_timeout(silent, monkeypatch):
+    from airflow_saga.hooks.mlflow import MlflowHook
+
+    conn = {"conn_type": "mlflow", "host": silent.url, "login": "alice", "password": SECRET,
+            "extra": {"call_timeout": SHORT}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_FAULTS_SILENT", json.dumps(conn))
+    hook = MlflowHook("faults_silent")
+    t0 = time.monotonic()
+    with pytest.raises(MlflowUnreachableError) as err:
+        hook.get_conn()
+    assert time.monotonic() - t0 < SHORT + MARGIN
+    _assert_clear(str(err.value), silent.url)
+    ok, message = hook.test_connection()
+    assert not ok
+    _assert_clear(message, silent.url)
+
+
+def test_the_default_call_timeout_bounds_a_silent_server_under_30_seconds(silent):
+    """The one test that waits for the real default (the others use a short timeout)."""
+    client = build_client(MlflowSettings(silent.url), check=False)
+    t0 = time.monotonic()
+    with pytest.raises(MlflowUnreachableError, match="unreachable"):
+        client.get_registered_model("anything")
+    waited = time.monotonic() - t0
+    assert DEFAULT_CALL_TIMEOUT - 1 <= waited < 30, waited
+
+
+@pytest.mark.parametrize("argv", [["history", "some-model"], ["lineage", "some-model", "1"]])
+def test_cli_against_a_silent_server_exits_with_a_clear_error(silent, argv):
+    uri = silent.url.replace("://", f"://alice:{SECRET}@")  # credentials in the URI must not leak either
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SAGA_MLFLOW_CALL_TIMEOUT": str(SHORT)}
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "airflow_saga.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert time.monotonic() - t0 < 120  # includes the interpreter start and MLflow's import
+    _assert_clear(res.stderr, silent.url)
+    assert SECRET not in res.stdout
+    assert "Traceback" not in res.stderr
+
+
+def test_monitor_operator_against_a_silent_server_raises_a_retryable_clear_error(silent, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from airflow_saga.operators.drift import DriftMonitorOperator
+
+    conn = {"conn_type": "mlflow", "host": silent.url, "login": "alice", "password": SECRET,
+            "extra": {"call_timeout": SHORT}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_FAULTS_MONITOR", json.dumps(conn))
+    op = DriftMonitorOperator(task_id="drift", model_name="m", mlflow_conn_id="faults_monitor")
+    t0 = time.monotonic()
+    with pytest.raises(AirflowException) as err:
+        op.execute({})
+    assert not isinstance(err.value, AirflowFailException)  # unreachable MLflow retries; bad input does not
+    assert time.monotonic() - t0 < SHORT + MARGIN
+    _assert_clear(str(err.value), silent.url)
+
+
+# --- a real server, frozen (SIGSTOP) -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served_version(mlflow_server, mlflow_client):
+    """A trained, registered model on the session server (the gateway loads its artifacts)."""
+    from airflow_saga.core.registry import register_version
+    from airflow_saga.core.training import TrainSpec, train
+
+    name = f"faults-frozen-{os.getpid()}"
+    spec = TrainSpec(model_name=name, estimator="sklearn.linear_model.LogisticRegression",
+                     data_source="sklearn:breast_cancer", target="target",
+                     hyperparameters={"max_iter": 5000})  # fmt: skip
+    summary = train(mlflow_client, spec)
+    mv, _ = register_version(
+        mlflow_client, name, model_uri=summary["model_uri"], run_id=summary["run_id"], tags={}
+    )
+    mlflow_client.set_registered_model_alias(name, T.CHAMPION, str(mv.version))
+    return name, str(mv.version)
+
+
+def test_gateway_model_load_from_a_frozen_server_fails_clearly(mlflow_server, served_version):
+    """Alias resolution, the download URI and the artifact download itself (MLflow's thread pool) are
+    all bounded; the gateway reports the unreachable server, redacted."""
+    from airflow_saga.serving.models import Loader
+
+    name, version = served_version
+    settings = MlflowSettings(mlflow_server.url, username="alice", password=SECRET, call_timeout=SHORT)
+    loader = Loader(settings, name, fast_path=False)
+    try:
+        assert loader.load(T.CHAMPION, version).version == version  # loads while the server answers
+        for step in (lambda: loader.resolve(T.CHAMPION), lambda: loader.load(T.CHAMPION, version)):
+            with frozen(mlflow_server.proc):
+                t0 = time.monotonic()
+                with pytest.raises(ServingError) as err:
+                    step()
+                waited = time.monotonic() - t0
+            assert waited < SHORT + MARGIN, waited
+            assert isinstance(err.value.__cause__, MlflowUnreachableError), repr(err.value.__cause__)
+            _assert_clear(str(err.value), mlflow_server.url)
+    finally:
+        loader.close()
+
+
+def test_artifact_download_stalled_mid_flight_is_bounded(mlflow_server, served_version, tmp_path):
+    """The download request itself reaches a server that then stops: MLflow's streamed download path."""
+    from airflow_saga.core.mlflow_client import download_artifacts
+
+    name, version = served_version
+    settings = MlflowSettings(mlflow_server.url, call_timeout=SHORT)
+    uri = build_client(settings).get_model_version_download_uri(name, version)
+    with frozen(mlflow_server.proc):
+        t0 = time.monotonic()
+        with pytest.raises(MlflowUnreachableError, match="unreachable"):
+            download_artifacts(settings, uri, str(tmp_path))
+        assert time.monotonic() - t0 < SHORT + MARGIN
+
+
+# --- a real server, killed (SIGKILL) mid-operation, then restarted ------------------------------------
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory):
+    k = KillableMlflow(tmp_path_factory.mktemp("mlflow-killable"))
+    yield k
+    k.close()
+
+
+def _killable_client(killable: KillableMlflow):
+    return build_client(MlflowSettings(killable.url, call_timeout=SHORT, max_retries=1))
+
+
+def test_server_killed_mid_train_leaves_no_running_run_once_the_retry_ran(killable, model_name):
+    from airflow_saga.core.runs import CLOSED_BY
+    from airflow_saga.core.training import TrainSpec, train
+
+    client = _killable_client(killable)
+    spec = TrainSpec(model_name=model_name, estimator="sklearn.linear_model.LogisticRegression",
+                     data_source="sklearn:breast_cancer", target="target",
+                     hyperparameters={"max_iter": 5000})  # fmt: skip
+    task = {"dag_id": "faults", "run_id": "manual__kill", "task_id": "train", "map_index": "-1"}
+    # the model's first artifact upload: after the run, its params, datasets and logged model exist
+    killable.proxy.arm(r"PUT /api/2\.0/mlflow-artifacts/artifacts/\S*/models/", "before", killable.kill)
+    with pytest.raises(MlflowUnreachableError) as err:
+        train(client, spec, airflow={**task, "try_number": "1"})
+    assert killable.proxy.fired.is_set()
+    _assert_clear(str(err.value), killable.url)
+
+    killable.restart()
+    exp_id = client.get_experiment_by_name(spec.experiment).experiment_id
+    (orphan,) = client.search_runs([exp_id])
+    assert orphan.info.status == "RUNNING"  # the server died before the run could be marked FAILED
+
+    summary = train(client, spec, airflow={**task, "try_number": "2"})  # Airflow's retry of the task
+    runs = {r.info.run_id: r for r in client.search_runs([exp_id])}
+    assert [r.info.run_id for r in runs.values() if r.info.status == "RUNNING"] == []
+    assert runs[orphan.info.run_id].info.status == "FAILED"
+    assert "try 2 closed this run of try 1" in runs[orphan.info.run_id].data.tags[CLOSED_BY]
+    assert runs[summary["run_id"]].info.status == "FINISHED"
+
+
+def test_server_killed_mid_register_creates_no_duplicate_version(killable, model_name):
+    from airflow_saga.core.registry import register_version
+
+    client = _killable_client(killable)
+    run_id = client.create_run("0").info.run_id
+    client.set_terminated(run_id)
+    # the server creates the version, then dies before its answer reaches the client
+    killable.proxy.arm(r"POST /api/2\.0/mlflow/model-versions/create", "after", killable.kill)
+    kwargs = {"model_uri": f"runs:/{run_id}/model", "run_id": run_id, "tags": {}}
+    with pytest.raises(MlflowUnreachableError) as err:
+        register_version(client, model_name, **kwargs)
+    _assert_clear(str(err.value), killable.url)
+
+    killable.restart()
+    mv, created = register_version(client, model_name, **kwargs)  # the retry
+    versions = client.search_model_versions(f"name='{model_name}'")
+    assert [str(v.version) for v in versions] == ["1"] and str(mv.version) == "1"
+    assert created is False  # the version the dead server had created was found, not made again
