@@ -128,7 +128,7 @@ class Transaction:
             self.writer = H.HistoryWriter(self.client, self.state, self.lock.check)
             self.writer.migrate_legacy()
             for entry in self.writer.recover(self._raw_alias, force=self.lock.broke_stale):
-                self._side_effects(entry, recovered=True)
+                self._side_effects(entry)
         except BaseException:
             self.lock.release()
             raise
@@ -250,7 +250,7 @@ class Transaction:
             raise
         return writer.commit(intents)
 
-    def _side_effects(self, entry: dict[str, Any], *, recovered: bool = False) -> None:
+    def _side_effects(self, entry: dict[str, Any]) -> None:
         """Version tags that follow an entry: no rollback mark on the champion, one on the rolled-back."""
         if entry["alias"] != T.CHAMPION:
             return

@@ -278,3 +278,46 @@ def test_hitl_answer_is_recorded_and_reject_fails(airflow_db, mlflow_conn, mlflo
     assert _states(dr) == {"approve_in_airflow": "success", "record": "failed"}
     assert approval.get_status(mlflow_client.get_model_version(model_name, v2)) == T.REJECTED
     assert "was rejected by bob: worse than champion" in capfd.readouterr().out
+
+
+def _gate_dag(model_name, report, **kwargs):
+    from airflow.sdk import DAG
+
+    from airflow_saga.operators.shadow import ShadowGateOperator
+
+    with DAG(f"t_gate_{uuid.uuid4().hex[:8]}", schedule=None) as dag:
+        ShadowGateOperator(task_id="gate", model_name=model_name, report=report, retries=0, **kwargs)
+    return _sync(dag)
+
+
+def _report(champion, candidate, passed=True):
+    metrics = {"error_rate": 0.0 if passed else 0.5, "agreement": 1.0, "latency_p99_ms": 5.0}
+    return {
+        "schema": "saga.shadow/v1",
+        "champion": {"version": champion, "metrics": dict(metrics, error_rate=0.0)},
+        "candidate": {"version": candidate, "metrics": metrics},
+    }
+
+
+def test_shadow_gate_acts_only_on_the_versions_it_judged(airflow_db, mlflow_conn, mlflow_client, model_name):
+    """The gate's remove/promote are conditional on the holders inside the lock: a challenger or champion
+    that moved since the comparison is left alone."""
+    v1, v2, v3 = (make_version(mlflow_client, model_name, status=T.APPROVED) for _ in range(3))
+    promotion.promote(mlflow_client, model_name, v1, T.CHAMPION, by="t", reason="one")
+    promotion.promote(mlflow_client, model_name, v3, T.CHALLENGER, by="t", reason="newer challenger")
+    # The report judged v2 as challenger, but v3 holds the alias now: nothing is removed.
+    dr = _gate_dag(model_name, _report(v1, v2, passed=False), on_fail="remove").test()
+    assert _states(dr) == {"gate": "success"}
+    assert _xcom(dr, "gate")["promotion"] is None
+    assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1, T.CHALLENGER: v3}
+    # It judged v3 against champion v2, but champion is v1: promotion refused, nothing changes.
+    before = promotion.history(mlflow_client, model_name)
+    dr = _gate_dag(model_name, _report(v2, v3), on_pass="promote").test()
+    assert _states(dr) == {"gate": "failed"}
+    assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1, T.CHALLENGER: v3}
+    assert promotion.history(mlflow_client, model_name) == before
+    # The judged versions still hold their aliases: the challenger is removed, inside the lock.
+    dr = _gate_dag(model_name, _report(v1, v3, passed=False), on_fail="remove").test()
+    assert _states(dr) == {"gate": "success"}
+    assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1}
+    assert promotion.history(mlflow_client, model_name)[-1]["by"] == "airflow-saga shadow gate"
