@@ -224,3 +224,64 @@ def test_server_killed_mid_register_creates_no_duplicate_version(killable, model
     versions = client.search_model_versions(f"name='{model_name}'")
     assert [str(v.version) for v in versions] == ["1"] and str(mv.version) == "1"
     assert created is False  # the version the dead server had created was found, not made again
+
+
+# --- the gateway's secrets ---------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def test_multi_worker_gateway_keeps_secrets_out_of_command_lines_environments_and_logs(
+    mlflow_server, served_version, tmp_path
+):
+    import requests
+
+    from airflow_saga.devstack.procs import VENV_BIN, bytecode_env, free_port, spawn, stop, wait_http
+
+    name, _ = served_version
+    token, webhook = "tok-" + SECRET, "whk-" + SECRET
+    files = {}
+    for key, value in (("token", token), ("webhook", webhook)):
+        files[key] = tmp_path / key
+        files[key].write_text(value + "\n")
+        files[key].chmod(0o600)
+    port = free_port()
+    cmd = [str(VENV_BIN / "saga"), "serve", name, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "2", "--tracking-uri", mlflow_server.url, "--auth-token-file", str(files["token"]),
+           "--webhook-secret-file", str(files["webhook"]), "--log-level", "info"]  # fmt: skip
+    log = tmp_path / "gateway.log"
+    env = {k: v for k, v in {**os.environ, **bytecode_env()}.items() if not k.startswith("SAGA_")}
+    proc = spawn(cmd, log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, log, ok=(200,))
+        pids = [proc.pid, *_children(proc.pid)]
+        assert len(pids) >= 3, pids  # the uvicorn supervisor and two workers
+        config_path = None
+        for pid in pids:
+            for what in ("cmdline", "environ"):
+                with open(f"/proc/{pid}/{what}", "rb") as fh:
+                    raw = fh.read()
+                assert token.encode() not in raw and webhook.encode() not in raw, (pid, what)
+                if what == "environ":
+                    found = [v for v in raw.split(b"\0") if v.startswith(b"SAGA_SERVE_CONFIG_FILE=")]
+                    config_path = found[0].split(b"=", 1)[1].decode() if found else config_path
+        assert config_path and (os.stat(config_path).st_mode & 0o777) == 0o600
+        url = f"http://127.0.0.1:{port}/invocations"
+        body = {"instances": [[0.0] * 30]}
+        assert requests.post(url, json=body, timeout=60).status_code == 401
+        ok = requests.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+    finally:
+        stop(proc)
+    assert not os.path.exists(os.path.dirname(config_path))  # removed when the gateway stops
+    text = log.read_text(errors="replace")
+    assert token not in text and webhook not in text
