@@ -285,3 +285,63 @@ def test_multi_worker_gateway_keeps_secrets_out_of_command_lines_environments_an
     assert not os.path.exists(os.path.dirname(config_path))  # removed when the gateway stops
     text = log.read_text(errors="replace")
     assert token not in text and webhook not in text
+
+
+# --- runs end when their code is interrupted ---------------------------------------------------------
+CHILD = """
+import sys, time
+from airflow_saga.core.mlflow_client import MlflowSettings, build_client
+from airflow_saga.core.runs import ended_on_error
+client = build_client(MlflowSettings(sys.argv[1]))
+run_id = client.create_run("0").info.run_id
+with ended_on_error(client, run_id):
+    print(run_id, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [("SIGTERM", "KILLED"), ("SIGINT", "KILLED")])
+def test_a_signalled_process_ends_its_run_killed(mlflow_server, mlflow_client, sig, status):
+    import signal
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mlflow_server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = child.stdout.readline().strip()
+        assert run_id, child.stderr.read()
+        assert mlflow_client.get_run(run_id).info.status == "RUNNING"
+        child.send_signal(getattr(signal, sig))
+        child.wait(timeout=120)
+    finally:
+        child.kill()
+    assert mlflow_client.get_run(run_id).info.status == status
+
+
+def test_on_kill_ends_the_open_runs_of_the_process(mlflow_client):
+    """What the operators' ``on_kill`` calls when Airflow terminates a task (SIGTERM to the task runner)."""
+    import threading
+
+    from airflow_saga.core.runs import end_active, ended_on_error
+
+    run_id = mlflow_client.create_run("0").info.run_id
+    inside, release = threading.Event(), threading.Event()
+
+    def task() -> None:
+        with ended_on_error(mlflow_client, run_id):
+            inside.set()
+            release.wait(60)
+
+    worker = threading.Thread(target=task)
+    worker.start()
+    try:
+        assert inside.wait(60)
+        assert run_id in end_active("KILLED")
+        assert mlflow_client.get_run(run_id).info.status == "KILLED"
+    finally:
+        release.set()
+        worker.join(60)
+    assert end_active("KILLED") == []  # nothing open any more
