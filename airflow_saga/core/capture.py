@@ -51,7 +51,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -254,7 +254,6 @@ class _Stats:
     dropped: int = 0
     replayed_segments: int = 0
     last_error: str | None = None
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class CaptureWriter:

@@ -56,7 +56,9 @@ def parse_mode(value: Any, field: str, *, directory: bool) -> int:
     else:
         raise CaptureError(f"{field} must be an octal permission mode such as 0640, got {value!r}")
     if not 0 <= mode <= 0o777:
-        raise CaptureError(f"{field} must be between 000 and 777 (octal), got {value!r}")
+        raise CaptureError(
+            f'{field} must be between 000 and 777 (octal), got {value!r}; write it as a string: "0640"'
+        )
     need = 0o700 if directory else 0o600
     if mode & need != need:
         raise CaptureError(

@@ -484,6 +484,8 @@ def build_client(settings: MlflowSettings, *, check: bool = True) -> MlflowClien
 
     ``check`` first asks the server's ``/health`` so a wrong or dead URI fails now, naming it.
     """
+    if check:  # first, and without MLflow: a dead server is reported before its multi-second import
+        ping(settings)
     _install()
     client = _bounded_client_class()(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     client.saga_settings = settings
@@ -499,8 +501,6 @@ def build_client(settings: MlflowSettings, *, check: bool = True) -> MlflowClien
             if registry.startswith(("http:", "https:"))
             else None,
         )
-    if check:
-        ping(settings)
     return client
 
 
@@ -513,20 +513,26 @@ def settings_of(client: Any) -> MlflowSettings:
 
 
 def ping(settings: MlflowSettings) -> None:
-    """Fail within the call timeout, naming the URI, when an HTTP tracking server does not answer /health."""
+    """Fail fast, naming the URI, when an HTTP tracking server does not answer ``/health``.
+
+    A live server answers its health check at once, so this waits at most ``health_timeout`` (twice the
+    connect timeout, within the call timeout), and needs only ``requests``: a dead or hung server is
+    reported before MLflow itself is even imported (seconds, in a fresh CLI process).
+    """
     if not settings.is_http:
         return
     import requests
 
-    with bounded(settings):
-        scope = _scopes.get()[-1]
-        url = settings.tracking_uri.rstrip("/") + "/health"
-        resp = _attempts(
-            scope,
-            what="GET /health",
-            host=_host_key(url),
-            send=lambda timeout: requests.get(url, timeout=timeout),
-        )
+    now = time.monotonic()
+    budget = min(settings.call_timeout, 2 * settings.connect_timeout)
+    scope = _Scope(settings, budget, now + budget, now)
+    url = settings.tracking_uri.rstrip("/") + "/health"
+    resp = _attempts(
+        scope,
+        what="GET /health",
+        host=_host_key(url),
+        send=lambda timeout: requests.get(url, timeout=timeout),
+    )
     if resp.status_code >= 400:
         raise MlflowUnreachableError(
             redact(f"MLflow server at {settings.tracking_uri} answered /health with HTTP {resp.status_code}")

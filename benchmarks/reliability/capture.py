@@ -56,8 +56,9 @@ QUICK = [
 class _Load:
     """Client threads sending requests until the server goes away; they remember what was answered."""
 
-    def __init__(self, url: str, threads: int = 4) -> None:
+    def __init__(self, url: str, prefix: str, threads: int = 4) -> None:
         self.url = url
+        self.prefix = prefix
         self.answered: list[str] = []
         self.failed = 0
         self._stop = threading.Event()
@@ -72,7 +73,7 @@ class _Load:
         i = 0
         with requests.Session() as s:
             while not self._stop.is_set():
-                iid = f"t{t}-{i}"
+                iid = f"{self.prefix}.t{t}-{i}"
                 i += 1
                 try:
                     r = s.post(self.url + "/invocations", json=body, headers={"X-Saga-Inference-Id": iid},
@@ -104,7 +105,7 @@ def _case(case: tuple, work: Path, mlflow_url: str, name: str, s3, seconds: floa
 
     store, durability, fmt, shadow, sig = case
     label = f"{store} {durability} {fmt}{' + shadow' if shadow else ''}"
-    tag = label.replace(" ", "-").replace("+", "")
+    tag = f"{label}-{sig}".replace(" ", "-").replace("+", "")  # a fresh directory (and ids) per case
     root = f"s3://{s3.bucket()}/capture" if store == "s3" else str(work / tag / "capture")
     spool = work / tag / "spool"
     port = free_port()
@@ -116,11 +117,11 @@ def _case(case: tuple, work: Path, mlflow_url: str, name: str, s3, seconds: floa
         cmd += ["--shadow", "challenger"]
     env = {**os.environ, **bytecode_env(), **(s3.env if store == "s3" else {})}
     env.pop("SAGA_SERVE_TOKEN", None)
-    log = work / tag / f"gateway-{sig}.log"
+    log = work / tag / "gateway.log"
     proc = spawn(cmd, log, env, cwd=REPO)
     try:
         wait_http(url + "/ping", 300, proc, log, ok=(200,))
-        with _Load(url) as load:
+        with _Load(url, prefix=tag) as load:
             time.sleep(seconds)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, getattr(signal, sig))
@@ -139,7 +140,7 @@ def _case(case: tuple, work: Path, mlflow_url: str, name: str, s3, seconds: floa
     captured = set(df["inference_id"])
     lost = len(answered - captured)
     scored = int(df[df["inference_id"].isin(answered)]["shadow_prediction"].notna().sum())
-    duplicates = int(len(df) - df["inference_id"].nunique())
+    duplicates = int(len(df) - df["inference_id"].nunique())  # shadow process killed between flush and ack
     detail = f"{lost} of {len(answered):,} answered"
     extras = []
     if shadow:

@@ -224,3 +224,124 @@ def test_server_killed_mid_register_creates_no_duplicate_version(killable, model
     versions = client.search_model_versions(f"name='{model_name}'")
     assert [str(v.version) for v in versions] == ["1"] and str(mv.version) == "1"
     assert created is False  # the version the dead server had created was found, not made again
+
+
+# --- the gateway's secrets ---------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def test_multi_worker_gateway_keeps_secrets_out_of_command_lines_environments_and_logs(
+    mlflow_server, served_version, tmp_path
+):
+    import requests
+
+    from airflow_saga.devstack.procs import VENV_BIN, bytecode_env, free_port, spawn, stop, wait_http
+
+    name, _ = served_version
+    token, webhook = "tok-" + SECRET, "whk-" + SECRET
+    files = {}
+    for key, value in (("token", token), ("webhook", webhook)):
+        files[key] = tmp_path / key
+        files[key].write_text(value + "\n")
+        files[key].chmod(0o600)
+    port = free_port()
+    cmd = [str(VENV_BIN / "saga"), "serve", name, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "2", "--tracking-uri", mlflow_server.url, "--auth-token-file", str(files["token"]),
+           "--webhook-secret-file", str(files["webhook"]), "--log-level", "info"]  # fmt: skip
+    log = tmp_path / "gateway.log"
+    env = {k: v for k, v in {**os.environ, **bytecode_env()}.items() if not k.startswith("SAGA_")}
+    proc = spawn(cmd, log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", 300, proc, log, ok=(200,))
+        pids = [proc.pid, *_children(proc.pid)]
+        assert len(pids) >= 3, pids  # the uvicorn supervisor and two workers
+        config_path = None
+        for pid in pids:
+            for what in ("cmdline", "environ"):
+                with open(f"/proc/{pid}/{what}", "rb") as fh:
+                    raw = fh.read()
+                assert token.encode() not in raw and webhook.encode() not in raw, (pid, what)
+                if what == "environ":
+                    found = [v for v in raw.split(b"\0") if v.startswith(b"SAGA_SERVE_CONFIG_FILE=")]
+                    config_path = found[0].split(b"=", 1)[1].decode() if found else config_path
+        assert config_path and (os.stat(config_path).st_mode & 0o777) == 0o600
+        url = f"http://127.0.0.1:{port}/invocations"
+        body = {"instances": [[0.0] * 30]}
+        assert requests.post(url, json=body, timeout=60).status_code == 401
+        ok = requests.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+    finally:
+        stop(proc)
+    assert not os.path.exists(os.path.dirname(config_path))  # removed when the gateway stops
+    text = log.read_text(errors="replace")
+    assert token not in text and webhook not in text
+
+
+# --- runs end when their code is interrupted ---------------------------------------------------------
+CHILD = """
+import sys, time
+from airflow_saga.core.mlflow_client import MlflowSettings, build_client
+from airflow_saga.core.runs import ended_on_error
+client = build_client(MlflowSettings(sys.argv[1]))
+run_id = client.create_run("0").info.run_id
+with ended_on_error(client, run_id):
+    print(run_id, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [("SIGTERM", "KILLED"), ("SIGINT", "KILLED")])
+def test_a_signalled_process_ends_its_run_killed(mlflow_server, mlflow_client, sig, status):
+    import signal
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mlflow_server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = child.stdout.readline().strip()
+        assert run_id, child.stderr.read()
+        assert mlflow_client.get_run(run_id).info.status == "RUNNING"
+        child.send_signal(getattr(signal, sig))
+        child.wait(timeout=120)
+    finally:
+        child.kill()
+    assert mlflow_client.get_run(run_id).info.status == status
+
+
+def test_on_kill_ends_the_open_runs_of_the_process(mlflow_client):
+    """What the operators' ``on_kill`` calls when Airflow terminates a task (SIGTERM to the task runner)."""
+    import threading
+
+    from airflow_saga.core.runs import end_active, ended_on_error
+
+    run_id = mlflow_client.create_run("0").info.run_id
+    inside, release = threading.Event(), threading.Event()
+
+    def task() -> None:
+        with ended_on_error(mlflow_client, run_id):
+            inside.set()
+            release.wait(60)
+
+    worker = threading.Thread(target=task)
+    worker.start()
+    try:
+        assert inside.wait(60)
+        assert run_id in end_active("KILLED")
+        assert mlflow_client.get_run(run_id).info.status == "KILLED"
+    finally:
+        release.set()
+        worker.join(60)
+    assert end_active("KILLED") == []  # nothing open any more
