@@ -593,13 +593,18 @@ def _drain(dq: collections.deque) -> list:
     return out
 
 
+_ENCODERS = threading.local()  # one msgspec encoder per thread: durable mode encodes on every request
+
+
 def _encode_lines(rows: Iterable[dict[str, Any]]) -> bytes:
     """JSON lines; msgspec (an mlflow dependency) is several times faster than json, in the server process."""
-    try:
-        import msgspec
-    except ImportError:  # pragma: no cover
-        return "".join(json.dumps(r, default=_json_default) + "\n" for r in rows).encode()
-    enc = msgspec.json.Encoder(enc_hook=_json_default)
+    enc = getattr(_ENCODERS, "enc", None)
+    if enc is None:
+        try:
+            import msgspec
+        except ImportError:  # pragma: no cover
+            return "".join(json.dumps(r, default=_json_default) + "\n" for r in rows).encode()
+        enc = _ENCODERS.enc = msgspec.json.Encoder(enc_hook=_json_default)
     buf = bytearray()
     for r in rows:
         enc.encode_into(r, buf, len(buf))
