@@ -73,21 +73,27 @@ def is_remote(root: str | os.PathLike[str]) -> bool:
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` without a user, password or secret-looking query parameter (for logs, errors, /health)."""
+    """``uri`` without a user, password or secret-looking query parameter (for logs, errors, /health).
+
+    The package-wide ``core.redaction.redact`` masks user info and known key=value secrets; pyarrow's own
+    URI parameters (``secret_key=``, ``session_token=``) are masked here too.
+    """
+    from airflow_saga.core.redaction import MASK, redact
+
     text = str(uri)
     if not _SCHEME.match(text):
-        return text
+        return redact(text)
     parts = urlsplit(text)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = urlencode(
-        [
-            (k, "***" if _SECRET_QUERY.search(k) else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, MASK if _SECRET_QUERY.search(k) else v) for k, v in pairs], safe="*")
+    return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)))
+
+
+def _error(message: str, exc: BaseException) -> CaptureError:
+    """A CaptureError whose text (ours and the library's) has every recognisable credential masked."""
+    from airflow_saga.core.redaction import redact
+
+    return CaptureError(redact(f"{message}: {exc}"))
 
 
 def _check_no_credentials(uri: str) -> None:
@@ -129,7 +135,7 @@ def _remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             ffs, path = fsspec.core.url_to_fs(uri)
             fs = pafs.PyFileSystem(pafs.FSSpecHandler(ffs))
     except (OSError, ValueError, ImportError, TypeError) as exc:
-        raise CaptureError(f"cannot open capture location {redact_uri(uri)}: {exc}") from exc
+        raise _error(f"cannot open capture location {redact_uri(uri)}", exc) from exc
     return fs, path.rstrip("/")
 
 
@@ -152,7 +158,11 @@ class Store:
         self.fs: pafs.FileSystem | None = None
         self._made: set[str] = set()
         if self.remote:
+            from airflow_saga.core.redaction import register_secret
+
             _check_no_credentials(text)
+            for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # never echoed by any saga message
+                register_secret(os.environ.get(name))
             self.uri = redact_uri(text)
             self.fs, self.root = _remote_filesystem(text)
             self._is_s3 = type(self.fs).__name__ == "S3FileSystem"
@@ -197,7 +207,7 @@ class Store:
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
         except OSError as exc:
-            raise CaptureError(f"cannot list {self.uri} ({self.relative(path)}): {exc}") from exc
+            raise _error(f"cannot list {self.uri} ({self.relative(path)})", exc) from exc
         return sorted((i.base_name, i.type == pafs.FileType.Directory) for i in infos)
 
     def read_bytes(self, path: str) -> bytes:
@@ -208,7 +218,7 @@ class Store:
             with self.fs.open_input_stream(path) as fh:
                 return fh.read()
         except OSError as exc:
-            raise CaptureError(f"cannot read {self.uri} ({self.relative(path)}): {exc}") from exc
+            raise _error(f"cannot read {self.uri} ({self.relative(path)})", exc) from exc
 
     def relative(self, path: str) -> str:
         return path[len(self.root) :].lstrip("/") if path.startswith(self.root) else path
@@ -225,7 +235,7 @@ class Store:
         try:
             info = self.fs.get_file_info(bucket if self._is_s3 else self.root)
         except OSError as exc:
-            raise CaptureError(f"cannot reach capture location {self.uri}: {exc}") from exc
+            raise _error(f"cannot reach capture location {self.uri}", exc) from exc
         if self._is_s3 and info.type == pafs.FileType.NotFound:
             raise CaptureError(f"capture bucket {bucket!r} of {self.uri} does not exist; create it first")
         if not self._is_s3:
@@ -240,7 +250,7 @@ class Store:
                 try:
                     self.fs.create_dir(path, recursive=True)
                 except OSError as exc:
-                    raise CaptureError(f"cannot create {self.uri} ({self.relative(path)}): {exc}") from exc
+                    raise _error(f"cannot create {self.uri} ({self.relative(path)})", exc) from exc
             self._made.add(path)
             return
         make_local_dirs(Path(path), self.dir_mode)
@@ -276,7 +286,7 @@ class Store:
             with self.fs.open_output_stream(path) as out:
                 out.write(data)
         except OSError as exc:
-            raise CaptureError(f"cannot write {self.uri} ({self.relative(path)}): {exc}") from exc
+            raise _error(f"cannot write {self.uri} ({self.relative(path)})", exc) from exc
 
     def open_append(self, directory: str, name: str) -> int:
         """A file descriptor appending to a local file (created with ``file_mode``)."""
