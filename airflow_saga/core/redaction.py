@@ -10,6 +10,7 @@ Standard library only: the hook imports this at DAG parse time.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from urllib.parse import urlsplit, urlunsplit
@@ -72,3 +73,30 @@ def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
 
     clean = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
     return clean, unquote(user) or None, (unquote(password) if sep else None) or None
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts every record's final message (and its exception text) in place.
+
+    Installed on the handlers of long-running saga processes (the gateway), so a credential that reaches a
+    log line through a library's message is masked too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Add :class:`RedactingFilter` to every handler of ``logger`` (the root logger by default)."""
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

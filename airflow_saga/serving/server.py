@@ -39,6 +39,9 @@ def serve(cfg: GatewayConfig) -> int:
     import uvicorn
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from airflow_saga.core.redaction import install_log_redaction
+
+    install_log_redaction()  # credentials never reach the gateway's log
     if cfg.workers > 1:
         import shutil
         import tempfile

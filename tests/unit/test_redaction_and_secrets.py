@@ -118,3 +118,22 @@ def test_tail_of_a_devstack_log_is_redacted(tmp_path):
     log = tmp_path / "x.log"
     log.write_text("connecting to postgresql://airflow:dbpass-123@pg/airflow\n")
     assert "dbpass-123" not in tail(log) and os.path.exists(log)
+
+
+def test_log_records_are_redacted_by_the_gateways_filter():
+    import io
+    import logging
+
+    from airflow_saga.core.redaction import install_log_redaction
+
+    stream = io.StringIO()
+    logger = logging.getLogger("saga-test-redaction")
+    logger.propagate = False
+    logger.addHandler(logging.StreamHandler(stream))
+    install_log_redaction(logger)
+    try:
+        raise RuntimeError("GET http://bob:l0g-secret@mlflow:5000/api failed")
+    except RuntimeError:
+        logger.exception("cannot load from %s", "http://bob:l0g-secret@mlflow:5000")
+    text = stream.getvalue()
+    assert "l0g-secret" not in text and text.count(MASK) >= 2 and "RuntimeError" in text
