@@ -345,3 +345,39 @@ def test_on_kill_ends_the_open_runs_of_the_process(mlflow_client):
         release.set()
         worker.join(60)
     assert end_active("KILLED") == []  # nothing open any more
+
+
+def test_a_retry_closes_only_its_own_earlier_tries(mlflow_client, model_name):
+    """Sibling mapped instances, other tasks and DAG runs, and finished runs are left alone."""
+    from airflow_saga.core.runs import CLOSED_BY, create_run
+    from airflow_saga.core.training import get_or_create_experiment
+
+    exp = get_or_create_experiment(mlflow_client, f"saga/{model_name}")
+    base = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": "0"}
+
+    def tags(**kw):
+        return {f"saga.airflow.{k}": v for k, v in {**base, **kw}.items()}
+
+    def run(finished=False, **kw):
+        run_id = mlflow_client.create_run(exp, tags=tags(**kw)).info.run_id
+        if finished:
+            mlflow_client.set_terminated(run_id)
+        return run_id
+
+    orphan = run(try_number="1")
+    keep = {
+        "sibling map index": run(try_number="1", map_index="1"),
+        "other task": run(try_number="1", task_id="t2"),
+        "other DAG run": run(try_number="1", run_id="r2"),
+        "a later try": run(try_number="3"),
+    }
+    done = run(try_number="1", finished=True)
+    new = create_run(mlflow_client, exp, run_name="retry", tags=tags(try_number="2")).info.run_id
+    status = {
+        r.info.run_id: (r.info.status, r.data.tags.get(CLOSED_BY)) for r in mlflow_client.search_runs([exp])
+    }
+    assert status[orphan][0] == "FAILED" and status[orphan][1]
+    for why, run_id in keep.items():
+        assert status[run_id] == ("RUNNING", None), why
+    assert status[done] == ("FINISHED", None)
+    assert status[new] == ("RUNNING", None)
