@@ -31,6 +31,7 @@ class AirflowStack:
         celery_broker_url: str | None = None,
         celery_result_backend: str | None = None,
         users: dict[str, str] | None = None,
+        roles: dict[str, str] | None = None,
     ) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,7 @@ class AirflowStack:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.users = users or {"admin": "admin"}
+        self.roles = roles or {}  # SimpleAuthManager role per user (viewer, user, op, admin); default admin
         self.celery = celery_broker_url is not None
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = self._env(extra_env or {}, sql_alchemy_conn, celery_broker_url, celery_result_backend)
@@ -71,7 +73,9 @@ class AirflowStack:
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if broker else "LocalExecutor",
                 "AIRFLOW__CORE__FERNET_KEY": s["fernet"],
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in self.users),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    f"{u}:{self.roles.get(u, 'admin')}" for u in self.users
+                ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql or f"sqlite:///{self.home / 'airflow.db'}",

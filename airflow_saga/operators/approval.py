@@ -22,6 +22,7 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_saga.links import MlflowModelVersionLink
+from airflow_saga.openlineage import OpenLineageMixin
 from airflow_saga.operators.base import SagaBaseOperator
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def model_approval_request(
     )
 
 
-class ApproveModelOperator(SagaBaseOperator):
+class ApproveModelOperator(OpenLineageMixin, SagaBaseOperator):
     """Record the Airflow HITL decision of ``hitl_task_id`` on the model version in MLflow.
 
     :param version: templated.
@@ -166,6 +167,16 @@ class ApproveModelOperator(SagaBaseOperator):
                 f"version {self.version}"
             )
         return record_hitl_decision(self, context, answer)
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the version in; the same version, with its recorded approval status, out."""
+        from airflow_saga import openlineage as ol
+
+        ns, name, version = self.saga_namespace(), str(self.model_name), str(self.version)
+        status = (result or {}).get("status")
+        return [ol.model_version_dataset(ns, name, version)], [
+            ol.model_version_dataset(ns, name, version, approval_status=status) if status else None
+        ]
 
 
 def record_hitl_decision(

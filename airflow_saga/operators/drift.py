@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
+from airflow_saga.openlineage import OpenLineageMixin
 from airflow_saga.operators._monitor import default_capture_dir, resolve_window
 from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 MAX_EXTRA_FEATURES = 50
 
 
-class DriftMonitorOperator(SagaBaseOperator):
+class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
     """Evidently drift of ``model_name``'s capture window against the served version's baseline.
 
     :param alias: the alias whose version is judged (its baseline is the reference); default champion.
@@ -144,6 +145,22 @@ class DriftMonitorOperator(SagaBaseOperator):
         ui = self.hook.settings.browser_url
         set_mlflow_links(self, context, run_url=mlflow_run_url(ui, logged["experiment_id"], logged["run_id"]))
         return result
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the capture window and the served version (its baseline) in; the drift result out."""
+        from airflow_saga import openlineage as ol
+
+        if not result:
+            return [], []
+        ns, name = self.saga_namespace(), str(self.model_name)
+        root = str(self.capture_dir or default_capture_dir())
+        window = ol.source_dataset(f"{root.rstrip('/')}/{name}", window=result.get("window"))
+        version = ol.model_version_dataset(ns, name, str(result["version"]), alias=str(self.alias))
+        logged = result.get("mlflow") or {}
+        out = ol.artifact_dataset(
+            ns, logged.get("result_uri"), decision="drift" if result.get("dataset_drift") else "no_drift"
+        )
+        return [window, version], [out]
 
 
 def _result(value: Any) -> dict[str, Any]:

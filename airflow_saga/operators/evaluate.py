@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
+from airflow_saga.openlineage import OpenLineageMixin, as_mapping
 from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class EvaluateModelOperator(SagaBaseOperator):
+class EvaluateModelOperator(OpenLineageMixin, SagaBaseOperator):
     """Evaluate a trained candidate and the ``champion`` (if any) and write the evaluation report.
 
     The report (SageMaker's PropertyFile) is logged as ``evaluation/report.json`` on the training run and
@@ -65,3 +66,18 @@ class EvaluateModelOperator(SagaBaseOperator):
             ),
         )
         return report
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: candidate model, held-out data and the champion version in; the report out."""
+        from airflow_saga import openlineage as ol
+
+        training, report, ns = as_mapping(self.training), result or {}, self.saga_namespace()
+        champion = report.get("champion") or {}
+        inputs = [
+            ol.artifact_dataset(ns, training.get("model_uri"), kind="MODEL", run_id=training.get("run_id")),
+            ol.artifact_dataset(ns, training.get("holdout_uri"), kind="DATA"),
+            ol.model_version_dataset(ns, str(self.model_name), champion["version"], alias="champion")
+            if champion.get("version")
+            else None,
+        ]
+        return inputs, [ol.artifact_dataset(ns, report.get("report_uri"), run_id=training.get("run_id"))]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_saga.openlineage import OpenLineageMixin, as_mapping
 from airflow_saga.operators._util import as_dict, saga_errors
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from airflow_saga.hooks.mlflow import MlflowHook
 
 
-class QualityGateOperator(BaseBranchOperator):
+class QualityGateOperator(OpenLineageMixin, BaseBranchOperator):
     """Decide whether a candidate may proceed, from conditions over its evaluation report.
 
     Conditions are data, never code: a JSON object/list (``{"ge": ["accuracy", 0.9]}``, a list = AND) or
@@ -93,3 +94,12 @@ class QualityGateOperator(BaseBranchOperator):
             f"Quality gate blocked {report.get('model_name')!r} candidate (run {run_id}): {reasons}. "
             "Nothing was registered."
         )
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the evaluation report in; the decision record (``gate/decision.json``) out."""
+        from airflow_saga import openlineage as ol
+
+        report, ns = as_mapping(self.report), ol.mlflow_namespace(self.hook.settings.tracking_uri)
+        run_id = (report.get("candidate") or {}).get("run_id")
+        decision = f"runs:/{run_id}/gate/decision.json" if run_id else None
+        return [ol.artifact_dataset(ns, report.get("report_uri"))], [ol.artifact_dataset(ns, decision)]

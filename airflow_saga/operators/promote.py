@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_saga.links import MlflowModelVersionLink
+from airflow_saga.openlineage import OpenLineageMixin
 from airflow_saga.operators.base import SagaBaseOperator
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class PromoteModelOperator(SagaBaseOperator):
+class PromoteModelOperator(OpenLineageMixin, SagaBaseOperator):
     """Point ``alias`` at ``version`` of ``model_name`` (only Approved versions may become champion).
 
     :param version: templated; e.g. ``"{{ ti.xcom_pull(task_ids='register')['version'] }}"``.
@@ -79,3 +80,9 @@ class PromoteModelOperator(SagaBaseOperator):
                 "Model %r version %s already holds @%s; nothing changed", res.model, res.version, res.alias
             )
         return res.as_dict()
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the version in; the alias it now serves out (the deployment)."""
+        from airflow_saga.openlineage import alias_promotion_io
+
+        return alias_promotion_io(self.saga_namespace(), str(self.model_name), result)

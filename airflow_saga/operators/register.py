@@ -11,6 +11,7 @@ from airflow_saga.links import (
     mlflow_run_url,
     set_mlflow_links,
 )
+from airflow_saga.openlineage import OpenLineageMixin, as_mapping
 from airflow_saga.operators._util import as_bool, as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class RegisterModelOperator(SagaBaseOperator):
+class RegisterModelOperator(OpenLineageMixin, SagaBaseOperator):
     """Register a trained model version (SageMaker's RegisterModel step).
 
     The version starts ``PendingManualApproval``, or ``Approved`` when ``auto_approve`` is true (the DAG asks
@@ -122,3 +123,30 @@ class RegisterModelOperator(SagaBaseOperator):
             "run_id": training["run_id"],
             "version_url": url,
         }
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: data (digest), model and reports in; the registered model version out."""
+        from airflow_saga import openlineage as ol
+
+        training, ns = as_mapping(self.training), self.saga_namespace()
+        report, decision = as_mapping(self.report), as_mapping(self.decision)
+        ds = training.get("dataset") or {}
+        inputs = [
+            ol.source_dataset(ds["source"], digest=ds.get("digest"), rows=ds.get("rows"))
+            if ds.get("source")
+            else None,
+            ol.artifact_dataset(ns, training.get("model_uri"), kind="MODEL", run_id=training.get("run_id")),
+            ol.artifact_dataset(ns, report.get("report_uri")),
+            ol.artifact_dataset(ns, decision.get("decision_uri"), decision=decision.get("passed")),
+        ]
+        if not result:
+            return inputs, []
+        version = ol.model_version_dataset(
+            ns,
+            result["name"],
+            result["version"],
+            run_id=result.get("run_id"),
+            uri=result.get("model_uri"),
+            approval_status=result.get("approval_status"),
+        )
+        return inputs, [version]

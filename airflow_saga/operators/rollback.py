@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_saga.links import MlflowModelVersionLink
+from airflow_saga.openlineage import OpenLineageMixin
 from airflow_saga.operators.base import SagaBaseOperator
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class RollbackModelOperator(SagaBaseOperator):
+class RollbackModelOperator(OpenLineageMixin, SagaBaseOperator):
     """Roll ``model_name``'s champion back; with no previous champion the task fails and nothing changes.
 
     :param target_version: templated; empty/None means "the previous champion from the history".
@@ -66,3 +67,9 @@ class RollbackModelOperator(SagaBaseOperator):
             "Model %r: @champion rolled back %s -> %s (%s)", res.model, res.previous, res.version, self.reason
         )
         return res.as_dict()
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the version rolled back to in; the champion alias out."""
+        from airflow_saga.openlineage import alias_promotion_io
+
+        return alias_promotion_io(self.saga_namespace(), str(self.model_name), result)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_saga.links import MlflowModelVersionLink, mlflow_model_version_url, set_mlflow_links
+from airflow_saga.openlineage import OpenLineageMixin
 from airflow_saga.operators._monitor import as_number, default_capture_dir, resolve_window
 from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator
@@ -27,7 +28,7 @@ ACTIONS = ("promote", "keep", "remove")
 DEFAULT_SHADOW_CONDITIONS = "error_rate <= 0.01 and agreement >= 0.9 and latency_p99_ms <= 2000"
 
 
-class ShadowComparisonOperator(SagaBaseOperator):
+class ShadowComparisonOperator(OpenLineageMixin, SagaBaseOperator):
     """Compare ``champion`` and ``challenger`` of ``model_name`` on a capture window (or a replayed dataset).
 
     Skips (with the reason) when there is no challenger, or the window holds fewer than ``min_requests``
@@ -153,6 +154,24 @@ class ShadowComparisonOperator(SagaBaseOperator):
             **filters,
         )
 
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the capture window (or replayed data) and both versions in; nothing persisted out."""
+        from airflow_saga import openlineage as ol
+
+        if not result:
+            return [], []
+        ns, name = self.saga_namespace(), str(self.model_name)
+        if self.replay_dataset:
+            data = ol.source_dataset(str(self.replay_dataset))
+        else:
+            root = str(self.capture_dir or default_capture_dir())
+            data = ol.source_dataset(f"{root.rstrip('/')}/{name}", window=result.get("window"))
+        return [
+            data,
+            ol.model_version_dataset(ns, name, result["champion"]["version"], alias="champion"),
+            ol.model_version_dataset(ns, name, result["candidate"]["version"], alias="challenger"),
+        ], []
+
     def _log_metrics(self, report: dict[str, Any]) -> None:
         for side in ("champion", "candidate"):
             m = report[side]["metrics"]
@@ -165,7 +184,7 @@ class ShadowComparisonOperator(SagaBaseOperator):
             )
 
 
-class ShadowGateOperator(SagaBaseOperator):
+class ShadowGateOperator(OpenLineageMixin, SagaBaseOperator):
     """Decide on a shadow report with the gate's condition language, act, and log the report in MLflow.
 
     :param conditions: e.g. ``"error_rate <= 0.01 and agreement >= 0.95 and accuracy >= champion.accuracy"``.
@@ -276,3 +295,14 @@ class ShadowGateOperator(SagaBaseOperator):
                 f"Shadow gate blocked challenger v{version} ({action}):\n" + format_decision(decision)
             )
         return result
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the challenger version in; the logged shadow report (and the alias it moved) out."""
+        from airflow_saga import openlineage as ol
+
+        if not result:
+            return [], []
+        ns, name = self.saga_namespace(), str(self.model_name)
+        outputs = [ol.artifact_dataset(ns, result.get("report_uri"), decision=result.get("action"))]
+        outputs += ol.alias_promotion_io(ns, name, result.get("promotion"))[1]
+        return [ol.model_version_dataset(ns, name, result["version"])], outputs

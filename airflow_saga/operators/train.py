@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
+from airflow_saga.openlineage import OpenLineageMixin
 from airflow_saga.operators._util import as_bool, as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class TrainModelOperator(SagaBaseOperator):
+class TrainModelOperator(OpenLineageMixin, SagaBaseOperator):
     """Train a scikit-learn estimator and record it in MLflow (SageMaker's TrainingStep).
 
     Logs a run with the params, the training and held-out data as MLflow dataset inputs (content digest and
@@ -115,3 +116,19 @@ class TrainModelOperator(SagaBaseOperator):
             run_url=mlflow_run_url(self.hook.settings.browser_url, result["experiment_id"], result["run_id"]),
         )
         return result
+
+    def openlineage_io(self, result: Any) -> tuple[list, list]:
+        """OpenLineage: the data source (with its content digest) in; the logged model out."""
+        from airflow_saga import openlineage as ol
+
+        if not result:
+            return [ol.source_dataset(str(self.data_source))], []
+        ds, ns = result.get("dataset") or {}, self.saga_namespace()
+        data = ol.source_dataset(
+            ds.get("source") or str(self.data_source),
+            digest=ds.get("digest"),
+            rows=ds.get("rows"),
+            target=ds.get("target"),
+        )
+        model = ol.artifact_dataset(ns, result.get("model_uri"), kind="MODEL", run_id=result.get("run_id"))
+        return [data], [model]

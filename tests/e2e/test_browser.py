@@ -8,6 +8,9 @@ model-version page shows the approval and lineage tags airflow-saga wrote. Scree
 Chromium comes from Debian (``scripts/install-browser.sh``, run by ``scripts/test.sh``): Playwright's own
 browser download cannot reach its CDN from the project's machines.
 
+The second test opens airflow-saga's Models view from Airflow's navigation (an iframe inside Airflow's UI) as
+a read-only viewer and checks that its tables and alias timeline say what the registry says.
+
 Selectors were taken from the live DOM of Airflow 3.3.2's React UI and MLflow 3.17.2's UI. The trigger form's
 ``<label for>`` does not match its input's id, so the model_name field is found by its ``name`` attribute.
 """
@@ -66,16 +69,16 @@ def browser():
 class Shots:
     """Numbered screenshots, so the folder reads as the story of the test."""
 
-    def __init__(self, page: Page) -> None:
-        self.page, self.n = page, 0
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        for old in SHOTS.glob("*.png"):
+    def __init__(self, page: Page, folder: Path = SHOTS) -> None:
+        self.page, self.n, self.folder = page, 0, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
             old.unlink()
 
-    def __call__(self, name: str) -> Path:
+    def __call__(self, name: str, *, full_page: bool = False) -> Path:
         self.n += 1
-        path = SHOTS / f"{self.n:02d}-{name}.png"
-        self.page.screenshot(path=str(path))
+        path = self.folder / f"{self.n:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
 
@@ -164,6 +167,113 @@ def test_trigger_form_hitl_approval_and_mlflow_tags_in_chromium(e2e_stack, brows
         with_context = SHOTS / "failure.png"
         page.screenshot(path=str(with_context))
         (SHOTS / "failure.html").write_text(page.content())
+        raise
+    finally:
+        context.close()
+
+
+def _login(page: Page, airflow_url: str, user: str) -> None:
+    page.goto(f"{airflow_url}/")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(user)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+
+def _expected_holdings(history: list[dict]) -> list[tuple[str, str]]:
+    """(alias, version) of every holding, lane by lane, straight from the history entries."""
+    lanes: dict[str, list[str]] = {}
+    for h in history:
+        lanes.setdefault(h["alias"], [])
+        if h["to"] is not None:
+            lanes[h["alias"]].append(str(h["to"]))
+    return [(alias, v) for alias in lanes for v in lanes[alias]]
+
+
+def test_models_view_from_airflow_navigation_matches_the_registry(e2e_stack, e2e_story, browser):
+    from airflow_saga.core import approval, promotion
+
+    airflow_url, mlflow_url = e2e_stack["airflow"].url, e2e_stack["mlflow"].url
+    name, client = e2e_story["name"], e2e_story["client"]
+    history = promotion.history(client, name)
+    current = promotion.aliases(client, name)
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda m: -int(m.version))
+
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    shot = Shots(page, SHOTS / "models-view")
+    try:
+        # 1. a read-only viewer signs in and opens "Models" from Airflow's navigation
+        _login(page, airflow_url, "vera")
+        nav = page.get_by_role("link", name="Models")
+        if not nav.count():
+            page.get_by_role("button", name="Plugins").click()
+            nav = page.get_by_role("menuitem", name="Models")
+        nav.first.click()
+        page.wait_for_url(re.compile(r"/plugin/saga-models"))
+        frame = page.frame_locator('iframe[title="Models"]')
+        frame.locator("h1", has_text="Models").wait_for()
+        shot("models-list")
+        frame.get_by_role("link", name=name, exact=True).click()
+        frame.locator("#model-name", has_text=name).wait_for()
+        shot("model-page")
+        shot("model-page-full", full_page=True)
+
+        # 2. the versions table is the registry: status, who decided, aliases
+        rows = frame.locator("#versions tbody tr")
+        assert rows.count() == len(versions)
+        for i, mv in enumerate(versions):
+            row = rows.nth(i)
+            assert row.get_attribute("data-version") == str(mv.version)
+            assert row.locator("td.status").inner_text().strip() == approval.get_status(mv)
+            assert row.locator("td.by").inner_text().split()[0] == mv.tags[T.APPROVAL_BY]
+            want = sorted(a for a, v in current.items() if v == str(mv.version))
+            got = [b.get_attribute("data-alias") for b in row.locator("td.aliases [data-alias]").all()]
+            assert got == want
+
+        # 3. the timeline's holdings and markers are the history's; the current holders are the registry's
+        holdings = frame.locator("svg.timeline g.holding")
+        got = [(g.get_attribute("data-alias"), g.get_attribute("data-version")) for g in holdings.all()]
+        assert got == _expected_holdings(history)
+        assert frame.locator("svg.timeline g.event").count() == len(history)
+        badges = frame.locator("[data-current-alias]")
+        shown = {b.get_attribute("data-current-alias"): b.get_attribute("data-version") for b in badges.all()}
+        assert shown == current
+        assert frame.locator(".unrecorded").count() == 0
+
+        # 4. the history table, newest first, entry by entry
+        hrows = frame.locator("#history tbody tr")
+        seqs = [int(r.get_attribute("data-seq")) for r in hrows.all()]
+        assert seqs == [h["seq"] for h in reversed(history)]
+        for r, h in zip(hrows.all(), reversed(history), strict=True):
+            assert r.locator("td.action").inner_text() == h["action"]
+            assert r.locator("td.to").inner_text() == (f"v{h['to']}" if h["to"] else "\u2013")
+            assert r.locator("td.reason").inner_text() == h["reason"]
+
+        # 5. the shadow-tested, rolled-back version: evaluation vs champion, gate, shadow and drift plots
+        v2 = e2e_story["versions"]["v2"]
+        frame.get_by_role("link", name=f"v{v2}", exact=True).click()
+        frame.locator("#version-title").wait_for()
+        assert frame.locator("#shadow tbody tr").count() == 2
+        assert frame.locator("#drift tbody tr").count() == 2
+        assert frame.locator("#evaluation tbody tr[data-metric='accuracy']").count() == 1
+        assert frame.locator("#gate-checks tbody tr").count() >= 1
+        for title in ("Agreement with the champion", "Latency per request", "Drift score per feature"):
+            assert frame.locator(f"svg[aria-label^='{title}']").count() == 1
+        shot("version-page")
+        shot("version-page-full", full_page=True)
+
+        # 6. links leave the sandboxed iframe: MLflow opens in a new tab
+        with context.expect_page() as opened:
+            frame.get_by_role("link", name="MLflow version").first.click()
+        mlflow_page = opened.value
+        mlflow_page.wait_for_load_state()
+        assert mlflow_page.url.startswith(f"{mlflow_url}/#/models/{name}/versions/{v2}")
+        mlflow_page.close()
+    except BaseException:
+        page.screenshot(path=str(SHOTS / "models-view-failure.png"), full_page=True)
+        (SHOTS / "models-view-failure.html").write_text(page.content())
         raise
     finally:
         context.close()
