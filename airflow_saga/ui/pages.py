@@ -72,13 +72,19 @@ def _history_page(history: list[dict[str, Any]], page: int) -> dict[str, Any]:
 def model_page(story: dict[str, Any], *, base: str, history_page: int = 1) -> str:
     shown = _shown_metrics(story["metric_names"])
     by_version = sorted(story["versions"], key=lambda v: int(v["version"]))
+
+    def unit(name: str) -> bool:  # scores in [0, 1] share one axis; losses and errors would flatten them
+        values = [v["metrics"].get(name) for v in by_version]
+        return all(not isinstance(x, int | float) or 0 <= x <= 1 for x in values)
+
+    plotted = [m for m in shown if unit(m)]
     series = [
         {"name": name, "points": [(int(v["version"]), v["metrics"].get(name)) for v in by_version]}
-        for name in shown
+        for name in plotted
     ]
     metrics_svg = (
         svg.line_chart(series, title="Candidate metrics by version", x_kind="number", width=760)
-        if shown
+        if plotted
         else ""
     )
     return render(
@@ -112,8 +118,8 @@ def version_page(story: dict[str, Any], *, base: str) -> str:
         series: dict[str, list[float | None]] = {"this version": [r["candidate"] for r in rows]}
         if evaluation.get("champion"):
             series[f"champion v{evaluation.get('champion_version')}"] = [r["champion"] for r in rows]
-        bounded = [r for r in rows if all(abs(x or 0) <= 1.5 for x in (r["candidate"], r["champion"]))]
-        if bounded:  # scores in [0, 1] share an axis; unbounded ones (rmse, ...) are in the table
+        bounded = [r for r in rows if all(0 <= (x or 0) <= 1 for x in (r["candidate"], r["champion"]))]
+        if bounded:  # scores in [0, 1] share an axis; unbounded ones (log_loss, rmse, ...) are in the table
             idx = [rows.index(r) for r in bounded]
             series = {k: [vals[i] for i in idx] for k, vals in series.items()}
             eval_svg = svg.bar_chart(

@@ -218,7 +218,8 @@ def test_models_view_from_airflow_navigation_matches_the_registry(e2e_stack, e2e
         frame.get_by_role("link", name=name, exact=True).click()
         frame.locator("#model-name", has_text=name).wait_for()
         shot("model-page")
-        shot("model-page-full", full_page=True)
+        frame.locator("#history").scroll_into_view_if_needed()
+        shot("model-page-history")
 
         # 2. the versions table is the registry: status, who decided, aliases
         rows = frame.locator("#versions tbody tr")
@@ -262,7 +263,10 @@ def test_models_view_from_airflow_navigation_matches_the_registry(e2e_stack, e2e
         for title in ("Agreement with the champion", "Latency per request", "Drift score per feature"):
             assert frame.locator(f"svg[aria-label^='{title}']").count() == 1
         shot("version-page")
-        shot("version-page-full", full_page=True)
+        frame.locator("#shadow").scroll_into_view_if_needed()
+        shot("version-page-shadow")
+        frame.locator("#drift").scroll_into_view_if_needed()
+        shot("version-page-drift")
 
         # 6. links leave the sandboxed iframe: MLflow opens in a new tab
         with context.expect_page() as opened:

@@ -81,7 +81,7 @@ def test_unknown_models_and_versions_are_404(view):
     for path in ("/models/no-such-model", "/api/models/no-such-model", f"/models/{view['name']}/versions/99"):
         r = _get(view, path)
         assert r.status_code == 404, (path, r.status_code, r.text[:300])
-    assert "Unknown registered model 'no-such-model'" in _get(view, "/models/no-such-model").text
+    assert "Unknown registered model &#39;no-such-model&#39;" in _get(view, "/models/no-such-model").text
     assert _get(view, "/api/models/no-such-model").json() == {
         "detail": "Unknown registered model 'no-such-model'"
     }

@@ -48,7 +48,8 @@ drift = dag("saga_drift_monitor").test(
     run_conf={"model_name": name, "capture_dir": capture, "window_hours": 2, "evidently_workspace": ""},
     logical_date=None,
 )
-print(json.dumps({"train": [train.run_id, str(train.state)], "drift": [drift.run_id, str(drift.state)]}))
+runs = {"train": [train.run_id, str(train.state)], "drift": [drift.run_id, str(drift.state)]}
+print("SAGA_RESULT " + json.dumps(runs))
 """
 
 
@@ -94,7 +95,9 @@ def lineage_run(airflow_db, mlflow_server, mlflow_client, tmp_path_factory):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
-    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    marked = [line for line in proc.stdout.splitlines() if line.startswith("SAGA_RESULT ")]
+    assert marked, proc.stdout[-3000:]
+    runs = json.loads(marked[-1].removeprefix("SAGA_RESULT "))
     return {"name": name, "events": _events(events), "runs": runs, "mlflow": mlflow_server.url}
 
 
