@@ -14,6 +14,8 @@ import math
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from airflow_saga.core.model_story import parse_iso
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -47,13 +49,7 @@ def colour(key: Any) -> str:
 def _parse(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return parse_iso(value)
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -192,6 +188,36 @@ def timeline(tl: dict[str, Any], *, width: int = 1100) -> str:
 # --- line and bar charts ----------------------------------------------------------------------------
 
 
+def _frame(
+    kind: str,
+    title: str,
+    y_label: str,
+    box: tuple[float, float, float, float, float, float],
+    ticks: list[float],
+    sy: Any,
+) -> list[str]:
+    """The opening of a chart: svg element, title, horizontal grid with y tick labels, y axis label."""
+    width, height, left, top, pw, ph = box
+    out = [
+        f'<svg class="chart {kind}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{_e(title)}" xmlns="http://www.w3.org/2000/svg" style="{FONT}">'
+        f'<text x="{left}" y="16" style="font-size:13px;font-weight:600">{_e(title)}</text>'
+    ]
+    for tv in ticks:
+        yy = sy(tv)
+        out.append(
+            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" style="font-size:11px;fill:#555">'
+            f"{_e(_fmt_num(tv))}</text>"
+        )
+    if y_label:
+        out.append(
+            f'<text transform="translate(12,{top + ph / 2:.0f}) rotate(-90)" text-anchor="middle" '
+            f'style="font-size:11px;fill:#555">{_e(y_label)}</text>'
+        )
+    return out
+
+
 def line_chart(
     series: Sequence[dict[str, Any]],
     *,
@@ -245,23 +271,7 @@ def line_chart(
     def sy(v: float) -> float:
         return top + ph * (1 - (v - y0) / (y1 - y0))
 
-    out = [
-        f'<svg class="chart line" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{_e(title)}" xmlns="http://www.w3.org/2000/svg" style="{FONT}">'
-        f'<text x="{left}" y="16" style="font-size:13px;font-weight:600">{_e(title)}</text>'
-    ]
-    for tv in _ticks(y0, y1):
-        yy = sy(tv)
-        out.append(
-            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" style="font-size:11px;fill:#555">'
-            f"{_e(_fmt_num(tv))}</text>"
-        )
-    if y_label:
-        out.append(
-            f'<text transform="translate(12,{top + ph / 2:.0f}) rotate(-90)" text-anchor="middle" '
-            f'style="font-size:11px;fill:#555">{_e(y_label)}</text>'
-        )
+    out = _frame("line", title, y_label, (width, height, left, top, pw, ph), _ticks(y0, y1), sy)
     if threshold is not None and math.isfinite(threshold):
         ty = sy(threshold)
         out.append(
@@ -332,23 +342,7 @@ def bar_chart(
     def sy(v: float) -> float:
         return top + ph * (1 - (v - lo) / (hi - lo))
 
-    out = [
-        f'<svg class="chart bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{_e(title)}" xmlns="http://www.w3.org/2000/svg" style="{FONT}">'
-        f'<text x="{left}" y="16" style="font-size:13px;font-weight:600">{_e(title)}</text>'
-    ]
-    for tv in _ticks(lo, hi):
-        yy = sy(tv)
-        out.append(
-            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" style="font-size:11px;fill:#555">'
-            f"{_e(_fmt_num(tv))}</text>"
-        )
-    if y_label:
-        out.append(
-            f'<text transform="translate(12,{top + ph / 2:.0f}) rotate(-90)" text-anchor="middle" '
-            f'style="font-size:11px;fill:#555">{_e(y_label)}</text>'
-        )
+    out = _frame("bar", title, y_label, (width, height, left, top, pw, ph), _ticks(lo, hi), sy)
     group_w = pw / len(categories)
     names = list(series)
     bar_w = max(min(group_w * 0.8 / max(len(names), 1), 40), 2)
