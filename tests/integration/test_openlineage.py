@@ -37,13 +37,15 @@ def dag(dag_id):
 train = dag("saga_training_pipeline").test(
     run_conf={"model_name": name, "approval_mode": "auto"}, logical_date=None
 )
-from tests.support import models
+from airflow_saga.core.baselines import resolve_baseline
+from airflow_saga.hooks.mlflow import MlflowHook
 from tests.support.capture_data import write_capture
-X, _ = models.breast_cancer()
+hook = MlflowHook()
+ref = resolve_baseline(hook.settings, hook.client, name, "1").reference  # the features as trained
 rng = np.random.default_rng(0)
-x = X.to_numpy()[rng.integers(0, len(X), 600)]
-x[:, :20] += 2.0 * X.to_numpy()[:, :20].std(axis=0)
-write_capture(capture, name, x, columns=list(X.columns), champion_version="1")
+x = ref.to_numpy(dtype=float)[rng.integers(0, len(ref), 600)]
+x[:, :20] += 2.0 * ref.to_numpy(dtype=float)[:, :20].std(axis=0)
+write_capture(capture, name, x, columns=list(ref.columns), champion_version="1")
 drift = dag("saga_drift_monitor").test(
     run_conf={"model_name": name, "capture_dir": capture, "window_hours": 2, "evidently_workspace": ""},
     logical_date=None,
