@@ -81,26 +81,26 @@ def seed(client, name: str, n_versions: int, n_history: int) -> None:
                 promotion.promote(client, name, str(holder), T.CHALLENGER, by="bench", reason="x").entries
             )
     else:
-        with ModelLock(client, name, purpose="bench seed", timeout=600) as lock:
-            while written < n_history:
-                batch = []
-                for _ in range(min(100, n_history - written)):
-                    nxt = holder % n_versions + 1
-                    nxt = 2 if nxt == 1 else nxt
-                    batch.append(
-                        {
-                            "by": f"user{nxt % 7}",
-                            "action": "promote",
-                            "alias": T.CHALLENGER,
-                            "from": str(holder),
-                            "to": str(nxt),
-                            "reason": f"candidate {nxt}",
-                        }
-                    )
-                    holder = nxt
+        while written < n_history:
+            batch = []
+            for _ in range(min(50, n_history - written)):
+                nxt = holder % n_versions + 1
+                nxt = 2 if nxt == 1 else nxt
+                batch.append(
+                    {
+                        "by": f"user{nxt % 7}",
+                        "action": "promote",
+                        "alias": T.CHALLENGER,
+                        "from": str(holder),
+                        "to": str(nxt),
+                        "reason": f"candidate {nxt}",
+                    }
+                )
+                holder = nxt
+            with ModelLock(client, name, purpose="bench seed", timeout=600, ttl=600) as lock:
                 append(client, name, lock, batch)
-                written += len(batch)
-                print(f"  {written} history entries ({time.perf_counter() - t0:.0f} s)", flush=True)
+            written += len(batch)
+            print(f"  {written} history entries ({time.perf_counter() - t0:.0f} s)", flush=True)
         client.set_registered_model_alias(name, T.CHALLENGER, str(holder))  # the registry agrees with history
     print(f"  {written} history entries in {time.perf_counter() - t0:.0f} s", flush=True)
 
