@@ -551,18 +551,32 @@ def scan_capture(
     """
     store, base = _base(root, model)
     s, e = to_utc(start), to_utc(end)
-    want_shadow = columns is None or any(c in SHADOW_RESULT_FIELDS for c in columns)
-    extra = (
-        [] if columns is None else [c for c in ("inference_id", "row", "shadow_error") if c not in columns]
-    )
-    cols = None if columns is None else [*columns, *extra] if want_shadow else columns
+    cols, extra, merge = _shadow_plan(store, base, columns)
     table = scan_dir(store, base, s, e, cols, features=features, as_json=as_json)
-    if want_shadow and table.num_rows:
-        shadow_base = store.join(base, SHADOW_DIR)
-        if any(name == SHADOW_DIR for name, _ in store.listdir(base)):
-            table = merge_shadow(table, scan_dir(store, shadow_base, s, e, None, as_json=as_json))
-        if extra:
-            table = table.drop_columns([c for c in extra if c in table.column_names])
+    shadow = None
+    if merge and table.num_rows:
+        shadow = scan_dir(store, store.join(base, SHADOW_DIR), s, e, None, as_json=as_json)
+    return _finish(table, shadow, extra)
+
+
+def _shadow_plan(
+    store: Store, base: str, columns: list[str] | None
+) -> tuple[list[str] | None, list[str], bool]:
+    """Columns to read so durable-mode shadow results can be merged, helper columns to drop after the
+    merge, and whether there is anything to merge (a ``_shadow`` folder, and shadow columns asked for)."""
+    wanted = columns is None or any(c in SHADOW_RESULT_FIELDS for c in columns)
+    merge = wanted and any(name == SHADOW_DIR for name, _ in store.listdir(base))
+    if columns is None or not merge:
+        return columns, [], merge
+    extra = [c for c in ("inference_id", "row", "shadow_error") if c not in columns]
+    return [*columns, *extra], extra, merge
+
+
+def _finish(table: pa.Table, shadow: pa.Table | None, extra: list[str]) -> pa.Table:
+    if shadow is not None:
+        table = merge_shadow(table, shadow)
+    if extra:
+        table = table.drop_columns([c for c in extra if c in table.column_names])
     return table
 
 
@@ -584,23 +598,14 @@ def iter_capture(
     """
     store, base = _base(root, model)
     s, e = to_utc(start), to_utc(end)
-    want_shadow = columns is None or any(c in SHADOW_RESULT_FIELDS for c in columns)
-    needed = ("inference_id", "row", "shadow_error")
-    extra = [] if columns is None or not want_shadow else [c for c in needed if c not in columns]
-    cols = None if columns is None else list(dict.fromkeys([*columns, *extra, "timestamp"]))
-    shadow = None
-    if want_shadow and any(name == SHADOW_DIR for name, _ in store.listdir(base)):
-        shadow = scan_dir(store, store.join(base, SHADOW_DIR), s, e, None)
+    cols, extra, merge = _shadow_plan(store, base, columns)
+    cols = None if cols is None else list(dict.fromkeys([*cols, "timestamp"]))
+    shadow = scan_dir(store, store.join(base, SHADOW_DIR), s, e, None) if merge else None
     for path in _files(store, base, s, e):
         for block in _iter_file(store, path, cols, features, False, batch_rows):
             block = _in_window(block, s, e)
             for off in range(0, block.num_rows, batch_rows):  # a JSONL parse block may be larger
-                t = block.slice(off, batch_rows)
-                if shadow is not None:
-                    t = merge_shadow(t, shadow)
-                if extra:
-                    t = t.drop_columns([c for c in extra if c in t.column_names])
-                yield t
+                yield _finish(block.slice(off, batch_rows), shadow, extra)
 
 
 def scan_feedback(
