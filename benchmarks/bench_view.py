@@ -5,9 +5,8 @@ Usage: python benchmarks/bench_view.py [--versions 200] [--history 1000] [--repe
 Starts an MLflow server (SQLite) and Airflow's API server (with the saga plugin, SimpleAuthManager), seeds one
 model through saga's own calls (``register_version`` with lineage and metric tags and approvals, and the
 promotion history through ``core.promotion``, so it is stored however ``core.promotion`` stores it),
-then times the view's endpoints over HTTP with a bearer token. The first two history entries come from
-``promotion.promote``; the rest are written by the same history writer ``promote`` uses, in batches under one
-model lock (1,000 full promotions take ~40 min on a loaded 2-core machine and add nothing to what is read).
+then times the view's endpoints over HTTP with a bearer token. Every history entry is a real
+``promotion.promote`` (the challenger moving through the versions).
 
 * cold: the first request of each endpoint after the API server started (builds the app, imports MLflow and
   Jinja, compiles templates, builds the MLflow client);
@@ -68,40 +67,15 @@ def seed(client, name: str, n_versions: int, n_history: int) -> None:
     promotion.promote(client, name, "1", T.CHAMPION, by="bench", reason="first champion")
     promotion.promote(client, name, "2", T.CHALLENGER, by="bench", reason="candidate 2")
     written, holder = 2, 2
-    try:
-        from airflow_saga.core.locking import ModelLock
-
-        append = promotion._append  # the history writer promote() uses, under one lock, in batches
-    except (ImportError, AttributeError):
-        append = None
-    if append is None:  # the history store changed: write every entry through promote() (slow but exact)
-        while written < n_history:
-            holder = holder % n_versions + 1 if holder % n_versions + 1 != 1 else 2
-            written += len(
-                promotion.promote(client, name, str(holder), T.CHALLENGER, by="bench", reason="x").entries
-            )
-    else:
-        while written < n_history:
-            batch = []
-            for _ in range(min(50, n_history - written)):
-                nxt = holder % n_versions + 1
-                nxt = 2 if nxt == 1 else nxt
-                batch.append(
-                    {
-                        "by": f"user{nxt % 7}",
-                        "action": "promote",
-                        "alias": T.CHALLENGER,
-                        "from": str(holder),
-                        "to": str(nxt),
-                        "reason": f"candidate {nxt}",
-                    }
-                )
-                holder = nxt
-            with ModelLock(client, name, purpose="bench seed", timeout=600, ttl=600) as lock:
-                append(client, name, lock, batch)
-            written += len(batch)
+    while written < n_history:
+        holder = holder % n_versions + 1
+        holder = 2 if holder == 1 else holder
+        res = promotion.promote(
+            client, name, str(holder), T.CHALLENGER, by=f"user{holder % 7}", reason="next"
+        )
+        written += len(res.entries)
+        if written % 50 == 0:
             print(f"  {written} history entries ({time.perf_counter() - t0:.0f} s)", flush=True)
-        client.set_registered_model_alias(name, T.CHALLENGER, str(holder))  # the registry agrees with history
     print(f"  {written} history entries in {time.perf_counter() - t0:.0f} s", flush=True)
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA = "saga.model_story/v1"
+HISTORY_VIEW = 1000  # newest history entries one model page draws; older ones page with ``before=``
 MAX_SHADOW_REPORTS = 30
 MAX_DRIFT_RUNS = 200
 MAX_ARTIFACT_BYTES = 5 * 1024 * 1024
@@ -199,22 +200,39 @@ def timeline(
     *,
     start: str | None = None,
     end: str | None = None,
+    complete: bool = True,
 ) -> dict[str, Any]:
     """Which version held each alias over time, from the promotion history, checked against the registry.
 
     Each lane is a list of holdings ``{version, from, to, from_seq, to_seq, by, reason}`` (``to`` None while
     it still holds). ``unrecorded`` lists aliases whose holder in the registry is not the one the history
     ends with: the alias was moved outside saga, so the history alone cannot explain what is served.
+    ``complete=False`` means ``history`` is the newest page only: a lane then starts with the holder the
+    page's first entry of that alias replaced, and aliases the page never mentions are not judged.
     """
     end = end or _now_iso()
     lanes: dict[str, list[dict[str, Any]]] = {a: [] for a in promotion.ALIASES}
     for alias in current_aliases:
         lanes.setdefault(alias, [])
+    page_start = history[0].get("at") if history else None
     for entry in history:
         alias = entry.get("alias")
         if not alias:
             continue
         lane = lanes.setdefault(str(alias), [])
+        if not lane and not complete and entry.get("from") is not None:
+            lane.append(
+                {
+                    "version": str(entry["from"]),
+                    "from": page_start,
+                    "to": None,
+                    "from_seq": None,
+                    "to_seq": None,
+                    "action": None,
+                    "by": None,
+                    "reason": "held before the entries shown",
+                }
+            )
         if lane and lane[-1]["to"] is None:
             lane[-1]["to"], lane[-1]["to_seq"] = entry.get("at"), entry.get("seq")
         to = entry.get("to")
@@ -232,7 +250,10 @@ def timeline(
                 }
             )
     unrecorded = []
+    mentioned = {str(e.get("alias")) for e in history}
     for alias, lane in lanes.items():
+        if not complete and alias not in mentioned:
+            continue  # its last change is older than this page: nothing here to judge it by
         held = lane[-1]["version"] if lane and lane[-1]["to"] is None else None
         actual = current_aliases.get(alias)
         if held != actual:
@@ -247,6 +268,7 @@ def timeline(
             for e in history
         ],
         "unrecorded": unrecorded,
+        "complete": complete,
     }
 
 
@@ -292,16 +314,28 @@ def search_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(versions, key=lambda mv: int(mv.version), reverse=True)
 
 
-def model_story(client: MlflowClient, name: str, *, ui_base: str | None = None) -> dict[str, Any]:
+def model_story(
+    client: MlflowClient,
+    name: str,
+    *,
+    ui_base: str | None = None,
+    history_limit: int = HISTORY_VIEW,
+    before: int | None = None,
+) -> dict[str, Any]:
     """The model page: versions with approvals, gate, metrics and monitors; history; alias timeline.
 
-    ``RegistryError`` for an unknown model or an invalid name.
+    The history is the newest ``history_limit`` entries (with ``seq < before``), read through the paged
+    reader, so the cost does not grow with the length of the history; ``history_page.older`` is the
+    ``before=`` of the previous page (None when this page starts at the first entry).
+    ``RegistryError`` for an unknown model, an invalid name or page.
     """
     check_name(name)
     rm = get_registered_model(client, name)
     current = {k: str(v) for k, v in (rm.aliases or {}).items()}
     versions = [version_row(mv, current, ui_base) for mv in search_versions(client, name)]
-    history = promotion.history(client, name)
+    page = promotion.history_page(client, name, limit=history_limit, before=before)
+    history = page.entries
+    complete = page.older is None
     created = iso_from_ms(rm.creation_timestamp)
     metric_names = sorted({m for v in versions for m, x in v["metrics"].items() if isinstance(x, float)})
     return {
@@ -316,11 +350,12 @@ def model_story(client: MlflowClient, name: str, *, ui_base: str | None = None) 
         },
         "versions": versions,
         "history": history,
-        "timeline": timeline(history, current, start=created),
+        "history_page": {"head": page.head, "older": page.older, "before": before, "limit": history_limit},
+        "timeline": timeline(history, current, start=created if complete else None, complete=complete),
         "metric_names": metric_names,
         "counts": {
             "versions": len(versions),
-            "history": len(history),
+            "history": page.head,
             **{s: sum(1 for v in versions if v["status"] == s) for s in (T.PENDING, T.APPROVED, T.REJECTED)},
         },
     }
@@ -497,9 +532,7 @@ def version_story(
         by_key = {_metric_key(f): f for f in drift_latest["features"]}
         for d in drift:
             d["scores"] = {by_key.get(k, k): v for k, v in d["scores"].items()}
-    promotions = [
-        h for h in promotion.history(client, name) if version in (str(h.get("from")), str(h.get("to")))
-    ]
+    promotions = promotion.entries_for_version(client, name, version)
     return {
         "schema": SCHEMA,
         "model": name,

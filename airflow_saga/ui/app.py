@@ -181,10 +181,15 @@ def _html_router() -> APIRouter:
         return HTMLResponse(pages.models_page(found, base=_base(request), mlflow_uri=settings.tracking_uri))
 
     @r.get("/models/{name}", response_class=HTMLResponse)
-    def model(request: Request, name: str, hpage: int = Query(1, ge=1, le=1_000_000)) -> HTMLResponse:
+    def model(
+        request: Request,
+        name: str,
+        hpage: int = Query(1, ge=1, le=1_000_000),
+        before: int | None = Query(None, ge=1, le=10**12),
+    ) -> HTMLResponse:
         with _guard(html=True):
             settings, client = mlflow()
-            story = model_story.model_story(client, name, ui_base=settings.browser_url)
+            story = model_story.model_story(client, name, ui_base=settings.browser_url, before=before)
         return HTMLResponse(pages.model_page(story, base=_base(request), history_page=hpage))
 
     @r.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
@@ -207,10 +212,16 @@ def _api_router() -> APIRouter:
             return {"models": model_story.list_models(client)}
 
     @r.get("/models/{name}")
-    def model(name: str) -> dict[str, Any]:
+    def model(
+        name: str,
+        before: int | None = Query(None, ge=1, le=10**12),
+        limit: int = Query(model_story.HISTORY_VIEW, ge=1, le=10_000),
+    ) -> dict[str, Any]:
         with _guard(html=False):
             settings, client = mlflow()
-            return model_story.model_story(client, name, ui_base=settings.browser_url)
+            return model_story.model_story(
+                client, name, ui_base=settings.browser_url, history_limit=limit, before=before
+            )
 
     @r.get("/models/{name}/versions/{version}")
     def version(name: str, version: str) -> dict[str, Any]:

@@ -154,3 +154,25 @@ def test_alias_moved_outside_saga_is_flagged(mlflow_client, model_name):
     assert s["timeline"]["unrecorded"] == [{"alias": T.CHAMPION, "registry": v2, "history": v1}]
     html = pages.model_page(s, base="/saga")
     assert re.search(r"registry has <b>@champion</b> on <b>v2</b>", html)
+
+
+def test_history_is_read_a_page_at_a_time(mlflow_client, model_name):
+    from tests.support.registry import make_version
+
+    vs = [make_version(mlflow_client, model_name, status=T.APPROVED) for _ in range(4)]
+    promotion.promote(mlflow_client, model_name, vs[0], T.CHAMPION, by="a", reason="first")
+    for v in vs[1:]:  # challenger moves three times; champion is never mentioned again
+        promotion.promote(mlflow_client, model_name, v, T.CHALLENGER, by="b", reason=f"try v{v}")
+    full = promotion.history(mlflow_client, model_name)
+    assert [h["seq"] for h in full] == [1, 2, 3, 4]
+    s = model_story.model_story(mlflow_client, model_name, history_limit=2)
+    assert [h["seq"] for h in s["history"]] == [3, 4] and s["history_page"]["older"] == 3
+    assert s["counts"]["history"] == 4
+    tl = s["timeline"]
+    assert tl["complete"] is False and tl["unrecorded"] == []  # champion's last change is on an older page
+    lane = tl["lanes"][T.CHALLENGER]
+    assert [h["version"] for h in lane] == [vs[1], vs[2], vs[3]]  # starts with the holder entry 3 replaced
+    older = model_story.model_story(mlflow_client, model_name, history_limit=2, before=3)
+    assert [h["seq"] for h in older["history"]] == [1, 2] and older["history_page"]["older"] is None
+    html = pages.model_page(s, base="/saga")
+    assert 'href="?before=3#timeline"' in html
