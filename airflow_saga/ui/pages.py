@@ -166,13 +166,15 @@ def version_page(story: dict[str, Any], *, base: str) -> str:
             title="Drifted share of features over time",
         )
         features = drift_features(story)
-        methods = {
-            (story.get("drift_latest") or {}).get("features", {}).get(f, {}).get("method") for f in features
-        }
+        latest_features = (story.get("drift_latest") or {}).get("features") or {}
+        methods = {latest_features.get(f, {}).get("method") for f in features}
         method = next(iter(methods)) if len(methods) == 1 and None not in methods else None
+        thresholds = {latest_features.get(f, {}).get("threshold") for f in features}
+        threshold = next(iter(thresholds)) if len(thresholds) == 1 else None
         drift_scores_svg = svg.line_chart(
             [{"name": f, "points": [(d["at"], d["scores"].get(f)) for d in drift]} for f in features],
             title="Drift score per feature over time" + (f" ({method})" if method else ""),
+            threshold=threshold if isinstance(threshold, int | float) else None,
             width=760,
             height=300,
         )

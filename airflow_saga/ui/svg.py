@@ -285,10 +285,12 @@ def line_chart(
         tick_x = xt
     else:
         tick_x = [x0 + span * k / 4 for k in range(5)] if span else [x0]
-    for tx in tick_x:
+    edge = x_kind == "time" and len(tick_x) > 1  # outer time labels hang inwards: the edges do not clip them
+    for i, tx in enumerate(tick_x):
         label = _time_label(dt.datetime.fromtimestamp(tx, dt.UTC), span) if x_kind == "time" else _fmt_num(tx)
+        anchor = "start" if edge and i == 0 else ("end" if edge and i == len(tick_x) - 1 else "middle")
         out.append(
-            f'<text x="{sx(tx):.1f}" y="{top + ph + 15}" text-anchor="middle" '
+            f'<text x="{sx(tx):.1f}" y="{top + ph + 15}" text-anchor="{anchor}" '
             f'style="font-size:11px;fill:#555">{_e(label)}</text>'
         )
     out.append(
