@@ -295,6 +295,7 @@ def _attempts(
         else:
             if resp.status_code not in codes:
                 scope.renew()
+                scope.failure = None  # the server answers: an earlier give-up (swallowed by MLflow) is moot
                 if stream:
                     _watch_stream(resp, scope, what, host)
                 return resp
