@@ -45,6 +45,8 @@ AIRFLOW_RUN_URL: Final = "saga.airflow.run_url"  # link back from MLflow to the 
 # --- evaluation and gate -------------------------------------------------------------------------
 METRIC_PREFIX: Final = "saga.metric."  # saga.metric.<name> = candidate metric value on the version
 EVAL_REPORT_URI: Final = "saga.eval.report_uri"
+EVAL_CANDIDATE_URI: Final = "saga.eval.candidate_uri"  # on an evaluation run of its own (external model)
+EVAL_CANDIDATE_SOURCE_RUN: Final = "saga.eval.candidate_source_run_id"  # the run that produced that model
 GATE_DECISION: Final = "saga.gate.decision"  # passed | blocked
 GATE_REPORT_URI: Final = "saga.gate.report_uri"
 GATE_SUMMARY: Final = "saga.gate.summary"
