@@ -6,8 +6,6 @@ Scenarios, each one server process with one worker, all on 127.0.0.1:
   (c) saga serve NAME --shadow challenger   100 % shadow (a second LogisticRegression) + JSONL capture
   (d) saga serve NAME --shadow sleeper      shadow sleeps 5 s per call (timeout 2 s) + capture
   (e) saga serve NAME --shadow raiser       shadow raises on every call + capture
-  (t) like (c) with --shadow-mode thread    the shadow scored in a thread of the gateway process instead of
-                                            the default worker process (for comparison; not in the default set)
   (k) saga serve NAME + capture             no shadow: the gateway process writes every record (buffered)
   (q) like (k) --capture-durability durable each record written (one write(2), no fsync) before the response
   (r) like (c) --capture-durability durable the champion's record written before the response; the shadow
@@ -33,7 +31,7 @@ reports the median over ``--repeats`` rounds. (a) is measured alone first, close
 gateway's offered loads it would just queue without bound. Capture completeness is checked after SIGTERM
 by counting records against every request sent (warm-up included).
 
-Run from the repository root:  python benchmarks/bench_gateway.py [--only abcdet] [--repeats 7]
+Run from the repository root:  python benchmarks/bench_gateway.py [--only abcde] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -236,7 +234,7 @@ def main() -> None:
     ap.add_argument("--rates", default="0.5,0.8", help="open-loop rates as fractions of (b)'s max req/s")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the table shows medians")
     ap.add_argument("--max-rps", type=float, help="reference req/s for --rates (default: (b)'s median)")
-    ap.add_argument("--only", default="abcde", help="scenarios to run, e.g. abcdet")
+    ap.add_argument("--only", default="abcde", help="scenarios to run, e.g. abcde")
     ap.add_argument("--gateway-args", default="", help="extra saga serve flags for every gateway")
     args = ap.parse_args()
 
@@ -263,7 +261,6 @@ def main() -> None:
         "c": "gateway 100% shadow + capture",
         "d": "gateway shadow sleeps 5 s + capture",
         "e": "gateway shadow raises + capture",
-        "t": "(c) with the shadow in a thread",
         "k": "gateway capture only (buffered)",
         "q": "gateway capture only, durable",
         "r": "(c) with durable capture",
@@ -300,7 +297,6 @@ def main() -> None:
             "c": ["--shadow", "challenger"],
             "d": ["--shadow", "sleeper", "--shadow-timeout", "2"],
             "e": ["--shadow", "raiser"],
-            "t": ["--shadow", "challenger", "--shadow-mode", "thread"],
             "k": [],
             "q": ["--capture-durability", "durable"],
             "r": ["--shadow", "challenger", "--capture-durability", "durable"],

@@ -33,11 +33,6 @@ def register(subparsers: Any) -> None:
         "--shadow-timeout", type=float, help="seconds before a shadow call is recorded as timed out"
     )
     p.add_argument(
-        "--shadow-mode",
-        choices=["process", "thread"],
-        help="score the shadow in a supervised worker process (default) or a thread of the gateway",
-    )
-    p.add_argument(
         "--capture-dir",
         help="where captured requests and feedback go: a directory or a URI (s3://bucket/prefix, gs://..., "
         "any pyarrow or fsspec filesystem; credentials from the environment, never the URI)",
@@ -79,6 +74,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--webhook-secret", help="the webhook secret itself (discouraged: visible in ps)")
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default 1 MiB)")
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    p.add_argument(
+        "--batching",
+        action="store_true",
+        default=None,
+        help="score concurrent requests for one variant in one predict call (adaptive micro-batching)",
+    )
+    p.add_argument("--batch-max-size", type=int, help="rows per batched predict call, 1-4096 (default 64)")
+    p.add_argument(
+        "--batch-max-wait-ms", type=float, help="longest a request waits for a batch, 0-100 ms (default 2)"
+    )
     p.add_argument("--log-level", help="uvicorn/gateway log level (default warning)")
     p.set_defaults(func=run)
 
@@ -126,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
         shadow_sample=args.shadow_sample,
         shadow_queue=args.shadow_queue,
         shadow_timeout=args.shadow_timeout,
-        shadow_mode=args.shadow_mode,
         capture_dir=args.capture_dir,
         capture_format=args.capture_format,
         capture_sample=args.capture_sample,
@@ -140,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         webhook_secret=webhook_secret,
         max_body_bytes=args.max_body_bytes,
         workers=args.workers,
+        batching=args.batching,
+        batch_max_size=args.batch_max_size,
+        batch_max_wait_ms=args.batch_max_wait_ms,
         log_level=args.log_level,
     )
     return serve(cfg)

@@ -4,39 +4,45 @@ No framework sits on the scoring path: a framework's routing, request objects an
 more than the model itself for a one-row request. ``/invocations`` on a numeric signature runs entirely on
 the event loop (parse -> validate -> estimator predict -> encode), with no thread hop; other models predict
 in a worker thread so a slow pyfunc cannot stall the loop. Shadow copies and capture entries are handed off
-with a non-blocking append: to the shadow worker process (``shadow_proc``, the default), which scores them
-and writes their capture records, or to a shadow thread (``shadow``); capture-only entries go to the capture
-flusher thread. The startup heap is frozen (``models.freeze_heap``) so that entries waiting for a flush do
+with a non-blocking append: to the shadow worker process (``shadow_proc``), which scores them and writes
+their capture records; capture-only entries go to the capture flusher thread. With ``batching`` on,
+concurrent fast-path requests for one variant are scored in one predict call (``batching``).
+The startup heap is frozen (``models.freeze_heap``) so that entries waiting for a flush do
 not trigger full garbage collections of MLflow's and sklearn's objects, which stall every request.
 
-Routes: POST /invocations, POST /feedback, POST /webhooks/mlflow, GET /ping, /health, /version, /metrics.
+Requests with a body over ``LARGE_BODY`` bytes are parsed, scored and encoded in a worker thread, so one
+100k-row request does not stop the loop serving small ones for the whole of its parse.
+
+Routes: POST /invocations, POST /feedback, POST /webhooks/mlflow, GET /ping, /health, /version, /metrics,
+and the Open Inference Protocol (``v2``): GET /v2, /v2/health/live, /v2/health/ready,
+/v2/models/{name}[/versions/{version}][/ready], POST /v2/models/{name}[/versions/{version}]/infer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.capture import SHADOW_PENDING, CaptureEntry, CaptureWriter
 from airflow_saga.core.errors import CaptureError, SagaError
-from airflow_saga.serving import protocol
+from airflow_saga.serving import protocol, v2
 from airflow_saga.serving.auth import bearer_ok, webhook_ok
 from airflow_saga.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from airflow_saga.serving.metrics import GatewayMetrics
-from airflow_saga.serving.protocol import BadRequest, encode_json
+from airflow_saga.serving.protocol import INFERENCE_ID_RE, BadRequest, encode_json
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from airflow_saga.core.mlflow_client import MlflowSettings
+    from airflow_saga.serving.batching import MicroBatcher
     from airflow_saga.serving.config import GatewayConfig
     from airflow_saga.serving.models import LoadedModel, ModelManager, Slot
-    from airflow_saga.serving.shadow import ShadowMirror
     from airflow_saga.serving.shadow_proc import ShadowProcess
 
 log = logging.getLogger(__name__)
@@ -45,9 +51,11 @@ H_VARIANT = b"x-saga-variant"
 H_VERSION = b"x-saga-model-version"
 H_INFERENCE_ID = b"x-saga-inference-id"
 H_TARGET = b"x-saga-target-variant"
+H_V2_HEADER = b"inference-header-content-length"  # V2 binary tensor extension
 JSON = (b"content-type", b"application/json")
-INFERENCE_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-OPEN_ROUTES = {"/ping", "/health", "/version", "/webhooks/mlflow"}  # probes; webhooks use HMAC instead
+# probes; webhooks use HMAC instead
+OPEN_ROUTES = {"/ping", "/health", "/version", "/webhooks/mlflow", "/v2/health/live", "/v2/health/ready"}
+LARGE_BODY = 256 * 1024  # bytes; larger requests are parsed and scored off the event loop
 
 
 class _Disconnected(Exception):
@@ -73,7 +81,8 @@ class Gateway:
         self.fast_path = fast_path
         self.manager: ModelManager | None = None
         self.writer: CaptureWriter | None = None
-        self.mirror: ShadowMirror | ShadowProcess | None = None
+        self.mirror: ShadowProcess | None = None
+        self.batchers: dict[str, MicroBatcher] = {}
         self._remote_rows = 0  # capture rows/requests written by the shadow process
         self._remote_requests = 0
         self.metrics = GatewayMetrics(self.state)
@@ -89,28 +98,41 @@ class Gateway:
             ("GET", "/health"): self._health,
             ("GET", "/version"): self._version,
             ("GET", "/metrics"): self._metrics,
+            ("GET", "/v2"): self._v2_server,
+            ("GET", "/v2/health/live"): self._v2_live,
+            ("GET", "/v2/health/ready"): self._v2_ready,
         }
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load models (blocking), then start the capture flusher, shadow worker and alias poller."""
+        from airflow_saga.core.mlflow_client import ping
         from airflow_saga.serving.models import Loader, ModelManager, freeze_heap
-        from airflow_saga.serving.shadow import ShadowMirror
 
         cfg = self.cfg
+        # Before anything loads: a dead or hung MLflow fails the start within the health check's bounds
+        # (seconds) with MlflowUnreachableError, instead of hanging in the registry client's retries.
+        ping(self.settings)
         if cfg.capture_dir:
             self.writer = CaptureWriter(cfg.capture_settings(), cfg.model)
         loader = Loader(self.settings, cfg.model, fast_path=self.fast_path)
         self.manager = ModelManager(loader, list(cfg.variants), cfg.shadow, cfg.poll_interval)
         self.manager.on_swap.append(self._on_swap)
-        mode = cfg.shadow_mode
-        if mode == "process":
+        if cfg.shadow:
             import multiprocessing
 
             if multiprocessing.current_process().daemon:  # a daemonic process may not start children
-                log.warning("shadow_mode=process is not possible in a daemonic process; using a thread")
-                mode = "thread"
-        if cfg.shadow and mode == "process":
+                raise SagaError(
+                    "a gateway with a shadow cannot run in a daemonic process (the shadow runs in a child "
+                    "process); start it with `saga serve`"
+                )
+        if cfg.batching:
+            from airflow_saga.serving.batching import MicroBatcher
+
+            self.batchers = {
+                a: MicroBatcher(cfg.batch_max_size, cfg.batch_max_wait_ms / 1000.0) for a in cfg.variants
+            }
+        if cfg.shadow:
             # Started first: the shadow process boots while this process loads the production variants,
             # and the manager loads the shadow alias through it.
             from airflow_saga.serving.shadow_proc import ShadowProcess
@@ -141,14 +163,7 @@ class Gateway:
                 self.metrics.load_failures.labels(slot.alias).inc()
         if self.writer is not None:
             self.writer.start()
-        if cfg.shadow and mode == "thread":
-            self.mirror = ShadowMirror(
-                self.manager.slots[cfg.shadow],
-                self._shadow_done,
-                cfg.shadow_queue,
-                cfg.shadow_batch,
-                cfg.shadow_timeout,
-            ).start()
+        self.metrics.start()
         freeze_heap()
 
     def _on_swap(self, slot: Slot) -> None:
@@ -157,6 +172,7 @@ class Gateway:
 
     def stop(self) -> None:
         """Graceful shutdown: stop polling, finish shadow copies (bounded), flush every capture record."""
+        self.metrics.stop()
         if self.manager is not None:
             self.manager.stop()
         if self.mirror is not None:
@@ -187,8 +203,8 @@ class Gateway:
             "slots": slots,
             "shadow_depth": m.depth if m else 0,
             "shadow_process": None
-            if m is None or not hasattr(m, "restarts")
-            else {"pid": m.pid, "up": m.up, "restarts": m.restarts, "crashes": m.crashes},  # type: ignore[union-attr]
+            if m is None
+            else {"pid": m.pid, "up": m.up, "restarts": m.restarts, "crashes": m.crashes},
             "capture_backlog": w.backlog if w else 0,
             "capture_rows": (w.stats.rows + self._remote_rows) if w else 0,
             "capture_errors": w.stats.errors if w else 0,
@@ -220,12 +236,31 @@ class Gateway:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _route(self, method: str, path: str) -> Callable[[dict, Any, Any], Awaitable[None]] | None:
+        handler = self._routes.get((method, path))
+        if handler is not None or not path.startswith("/v2"):
+            return handler
+        parts = path.split("/")  # "", "v2", "models", name, ["versions", version], ["infer" | "ready"]
+        if len(parts) < 4 or parts[2] != "models" or not parts[3]:
+            return None
+        name, rest = parts[3], parts[4:]
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions" and rest[1]:
+            version, rest = rest[1], rest[2:]
+        if rest == ["infer"] and method == "POST":
+            return lambda h, r, s: self._v2_infer(h, r, s, name, version)
+        if rest == [] and method == "GET":
+            return lambda h, r, s: self._v2_metadata(h, r, s, name, version, False)
+        if rest == ["ready"] and method == "GET":
+            return lambda h, r, s: self._v2_metadata(h, r, s, name, version, True)
+        return None
+
     async def _http(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope["path"]
-        handler = self._routes.get((scope["method"], path))
+        handler = self._route(scope["method"], path)
         if handler is None:
             known = {p for _, p in self._routes}
-            status = 405 if path in known else 404
+            status = 405 if path in known or path.endswith("/infer") else 404
             await _respond(send, status, BadRequest(f"{scope['method']} {path} not found", status).body())
             return
         headers = dict(scope["headers"])
@@ -245,13 +280,13 @@ class Gateway:
         try:
             await handler(headers, receive, send)
         except BadRequest as exc:
-            self.metrics.request(path, "none", exc.status)
+            self.metrics.request(_route_label(path), "none", exc.status)
             await _respond(send, exc.status, exc.body())
         except _Disconnected:
             return
         except Exception as exc:  # a bug or a broken model: answer 500 with the reason, keep serving
             log.exception("unhandled error on %s", path)
-            self.metrics.request(path, "none", 500)
+            self.metrics.request(_route_label(path), "none", 500)
             await _respond(
                 send,
                 500,
@@ -292,8 +327,20 @@ class Gateway:
                 return b"".join(chunks)
 
     # --- scoring ------------------------------------------------------------------------------------------
-    def _pick(self, headers: dict[bytes, bytes]) -> tuple[str, LoadedModel]:
+    def _pick(self, headers: dict[bytes, bytes], version: str | None = None) -> tuple[str, LoadedModel]:
+        """The variant that answers: a requested version, the X-Saga-Target-Variant, or a weighted draw."""
         assert self.manager is not None
+        if version is not None:
+            for alias in self.cfg.variants:
+                model = self.manager.slots[alias].current
+                if model is not None and model.version == version:
+                    return alias, model
+            raise BadRequest(
+                f"model {self.cfg.model!r} version {version!r} is not being served; "
+                f"served versions: {self._served_versions()}",
+                404,
+                "NOT_FOUND",
+            )
         target = headers.get(H_TARGET)
         if target is not None:
             alias = target.decode("latin-1")
@@ -319,41 +366,88 @@ class Gateway:
         assert model is not None
         return alias, model
 
-    async def _invocations(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
-        t0 = time.perf_counter()
-        ts = time.time()
+    def _served_versions(self) -> list[str]:
+        assert self.manager is not None
+        models = [self.manager.slots[a].current for a in self.cfg.variants]
+        return sorted({m.version for m in models if m is not None}, key=lambda v: (len(v), v))
+
+    def _inference_id(self, headers: dict[bytes, bytes]) -> str:
         given = headers.get(H_INFERENCE_ID)
-        if given is not None:
-            inference_id = given.decode("latin-1")
-            if not INFERENCE_ID_RE.fullmatch(inference_id):
-                raise BadRequest("X-Saga-Inference-Id must be 1-128 characters of [A-Za-z0-9._:-]")
-        else:
-            inference_id = uuid.uuid4().hex
-        body = await self._body(headers, receive)
-        payload = protocol.decode_body(
-            body, headers.get(b"content-type", b"application/json").decode("latin-1")
-        )
-        alias, model = self._pick(headers)
+        if given is None:
+            return uuid.uuid4().hex
+        inference_id = given.decode("latin-1")
+        if not INFERENCE_ID_RE.fullmatch(inference_id):
+            raise BadRequest("X-Saga-Inference-Id must be 1-128 characters of [A-Za-z0-9._:-]")
+        return inference_id
+
+    def _table_of(self, payload: dict[str, Any], model: LoadedModel) -> protocol.Batch:
         try:
-            batch = protocol.parse(payload, model.spec)
+            return protocol.parse(payload, model.spec)
         except BadRequest as exc:
             exc.message = f"model {self.cfg.model!r} version {model.version}: {exc.message}"
             raise
+
+    def _predict(self, model: LoadedModel, batch: protocol.Batch) -> list[Any]:
         try:
-            if model.fast is not None and batch.array is not None:
-                predictions = model.fast(batch.array).tolist()
-            else:
-                predictions = await asyncio.to_thread(model.predict_batch, batch)
+            return model.predict_batch(batch)
         except Exception as exc:  # like mlflow models serve: the model could not score this input
-            log.warning("model %s v%s failed to predict: %s", self.cfg.model, model.version, exc)
-            raise BadRequest(
-                f"model {self.cfg.model!r} version {model.version} could not score the input: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        out = encode_json({"predictions": predictions})
+            raise self._unscorable(model, exc) from None
+
+    def _unscorable(self, model: LoadedModel, exc: Exception) -> BadRequest:
+        log.warning("model %s v%s failed to predict: %s", self.cfg.model, model.version, exc)
+        return BadRequest(
+            f"model {self.cfg.model!r} version {model.version} could not score the input: "
+            f"{type(exc).__name__}: {str(exc)[:500]}"
+        )
+
+    async def _score(
+        self,
+        alias: str,
+        model: LoadedModel,
+        size: int,
+        prepare: Callable[[LoadedModel], tuple[protocol.Batch, Any]],
+        encode: Callable[[LoadedModel, protocol.Batch, list[Any], Any], bytes],
+    ) -> tuple[protocol.Batch, list[Any], bytes, Any]:
+        """Parse, predict and encode one request: on the loop when small and fast, else in a thread."""
+        if size > LARGE_BODY:
+            # A large body holds the loop for its whole parse (about 1 s per 100k rows); in a thread the
+            # loop gets the GIL back every switch interval and keeps answering small requests.
+            def whole() -> tuple[protocol.Batch, list[Any], bytes, Any]:
+                batch, extra = prepare(model)
+                predictions = self._predict(model, batch)
+                return batch, predictions, encode(model, batch, predictions, extra), extra
+
+            return await asyncio.to_thread(whole)
+        batch, extra = prepare(model)
+        if model.fast is not None and batch.array is not None:
+            batcher = self.batchers.get(alias)
+            try:
+                if batcher is not None and len(batch.array) < batcher.max_size:
+                    predictions = await batcher.predict(model, batch.array)
+                else:
+                    predictions = model.fast(batch.array).tolist()
+            except Exception as exc:
+                raise self._unscorable(model, exc) from None
+        else:
+            predictions = await asyncio.to_thread(self._predict, model, batch)
+        return batch, predictions, encode(model, batch, predictions, extra), extra
+
+    async def _answer(
+        self,
+        send: Any,
+        route: str,
+        t0: float,
+        ts: float,
+        inference_id: str,
+        alias: str,
+        model: LoadedModel,
+        batch: protocol.Batch,
+        predictions: list[Any],
+        out: bytes,
+    ) -> None:
         elapsed = time.perf_counter() - t0
         self._after(inference_id, ts, alias, model, batch, predictions, elapsed)
-        self.metrics.request("/invocations", alias, 200, elapsed)
+        self.metrics.request(route, alias, 200, elapsed)
         await send(
             {
                 "type": "http.response.start",
@@ -368,6 +462,64 @@ class Gateway:
             }
         )
         await send({"type": "http.response.body", "body": out})
+
+    async def _invocations(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        ts = time.time()
+        inference_id = self._inference_id(headers)
+        body = await self._body(headers, receive)
+        ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
+        alias, model = self._pick(headers)
+
+        def prepare(model: LoadedModel) -> tuple[protocol.Batch, None]:
+            return self._table_of(protocol.decode_body(body, ctype), model), None
+
+        def encode(model: LoadedModel, batch: protocol.Batch, predictions: list[Any], extra: None) -> bytes:
+            return encode_json({"predictions": predictions})
+
+        batch, predictions, out, _ = await self._score(alias, model, len(body), prepare, encode)
+        await self._answer(send, "/invocations", t0, ts, inference_id, alias, model, batch, predictions, out)
+
+    # --- Open Inference Protocol (V2) ----------------------------------------------------------------------
+    def _v2_model(self, name: str) -> None:
+        if name != self.cfg.model:
+            raise BadRequest(
+                f"unknown model {name!r}; this gateway serves {self.cfg.model!r}", 404, "NOT_FOUND"
+            )
+
+    async def _v2_infer(
+        self, headers: dict[bytes, bytes], receive: Any, send: Any, name: str, version: str | None
+    ) -> None:
+        t0 = time.perf_counter()
+        ts = time.time()
+        self._v2_model(name)
+        header_id = self._inference_id(headers) if H_INFERENCE_ID in headers else None
+        body = await self._body(headers, receive)
+        alias, model = self._pick(headers, version)
+        binary = headers.get(H_V2_HEADER)
+
+        def prepare(model: LoadedModel) -> tuple[protocol.Batch, v2.Request]:
+            doc, tail, request = v2.parse_request(body, binary)
+            try:
+                table = v2.to_table(doc, tail, model)
+            except BadRequest as exc:
+                exc.message = f"model {self.cfg.model!r} version {model.version}: {exc.message}"
+                raise
+            return self._table_of(table, model), request
+
+        generated = uuid.uuid4().hex
+
+        def encode(
+            model: LoadedModel, batch: protocol.Batch, predictions: list[Any], request: v2.Request
+        ) -> bytes:
+            iid = request.id or header_id or generated
+            names = v2.output_names(model)
+            return encode_json(v2.response(self.cfg.model, model.version, request, iid, predictions, names))
+
+        batch, predictions, out, request = await self._score(alias, model, len(body), prepare, encode)
+        # the V2 request id is the inference id (capture, feedback, X-Saga-Inference-Id) when given
+        inference_id = request.id or header_id or generated
+        await self._answer(send, "/v2/infer", t0, ts, inference_id, alias, model, batch, predictions, out)
 
     def _after(
         self,
@@ -437,7 +589,7 @@ class Gateway:
                 self.metrics.shadow.labels(key).inc(n)
 
     def _shadow_done(self, entry: CaptureEntry, capture: bool, outcome: str) -> None:
-        """Called from shadow threads (or the response path on a drop) when a copy is finished."""
+        """Called when the gateway finishes a copy itself: dropped, shadow process crashed, or shutdown."""
         self.metrics.shadow_outcome(outcome)
         if outcome == "ok" and entry.shadow_predictions is not None:
             agree = sum(
@@ -456,6 +608,44 @@ class Gateway:
             except CaptureError as exc:  # not on a response path: counted in the writer's stats
                 log.error("shadow capture record of %s lost: %s", entry.inference_id, exc)
 
+    async def _v2_metadata(
+        self,
+        headers: dict[bytes, bytes],
+        receive: Any,
+        send: Any,
+        name: str,
+        version: str | None,
+        ready: bool,
+    ) -> None:
+        self._v2_model(name)
+        assert self.manager is not None
+        if ready:
+            ok = bool(self._table) if version is None else version in self._served_versions()
+            if version is not None and not ok:
+                self._pick(headers, version)  # the 404 naming the served versions
+            await _respond(send, 200 if ok else 503, encode_json({"name": name, "ready": ok}))
+            return
+        _, model = self._pick(headers, version)
+        served = [m for a in self.cfg.variants if (m := self.manager.slots[a].current) is not None]
+        meta = v2.metadata(name, served, model)
+        meta["versions"] = self._served_versions() if version is None else [version]
+        self.metrics.request("/v2/models", "none", 200)
+        await _respond(send, 200, encode_json(meta))
+
+    async def _v2_server(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+        from airflow_saga import __version__
+
+        await _respond(
+            send, 200, encode_json({"name": "airflow-saga", "version": __version__, "extensions": []})
+        )
+
+    async def _v2_live(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+        await _respond(send, 200, encode_json({"live": True}))
+
+    async def _v2_ready(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
+        ready = bool(self._table)
+        await _respond(send, 200 if ready else 503, encode_json({"ready": ready}))
+
     # --- feedback and webhooks ----------------------------------------------------------------------------
     async def _feedback(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
         if self.writer is None:
@@ -463,10 +653,7 @@ class Gateway:
                 "feedback needs data capture: start the gateway with --capture-dir", 409, "CONFLICT"
             )
         body = await self._body(headers, receive)
-        try:
-            payload = protocol.decode_json(body)
-        except Exception as exc:
-            raise BadRequest(f"malformed JSON: {exc}") from None
+        payload = protocol.decode_json_body(body)
         items = payload if isinstance(payload, list) else [payload]
         checked = []
         for i, item in enumerate(items):
@@ -511,10 +698,7 @@ class Gateway:
         )
         if not ok:
             raise BadRequest(f"webhook rejected: {reason}", 401, "UNAUTHENTICATED")
-        try:
-            event = protocol.decode_json(body)
-        except Exception as exc:
-            raise BadRequest(f"malformed JSON: {exc}") from None
+        event = protocol.decode_json_body(body)
         data = event.get("data", {}) if isinstance(event, dict) else {}
         relevant = isinstance(data, dict) and data.get("name") in (None, self.cfg.model)
         if relevant and self.manager is not None:
@@ -550,6 +734,10 @@ class Gateway:
                 "last_error": self.writer.stats.last_error,
             },
             "uptime_s": round(time.time() - self.started_at, 3),
+            "pid": os.getpid(),  # which worker answered, with --workers
+            "batching": None
+            if not self.batchers
+            else {a: {"calls": b.calls, "requests": b.requests} for a, b in self.batchers.items()},
         }
         await _respond(send, 200 if self._table else 503, encode_json(body))
 
@@ -577,6 +765,13 @@ async def _respond(
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _route_label(path: str) -> str:
+    """Metric label of a path: V2 paths carry model names and versions, which must not become labels."""
+    if not path.startswith("/v2/models/"):
+        return path
+    return "/v2/infer" if path.endswith("/infer") else "/v2/models"
 
 
 def create_app() -> Gateway:

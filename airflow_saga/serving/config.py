@@ -33,7 +33,7 @@ class GatewayConfig:
     shadow_queue: int = 1000
     shadow_batch: int = 64
     shadow_timeout: float = 2.0
-    shadow_mode: str = "process"  # "process": a supervised worker process; "thread": in the gateway process
+    shadow_mode: str = "process"  # the only mode: a supervised worker process ("thread" was removed)
     capture_dir: str | None = None
     capture_format: str = "jsonl"
     capture_sample: float = 100.0
@@ -47,6 +47,9 @@ class GatewayConfig:
     webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     max_body_bytes: int = 1_048_576
     workers: int = 1
+    batching: bool = False
+    batch_max_size: int = 64
+    batch_max_wait_ms: float = 2.0
     log_level: str = "warning"
 
     def __post_init__(self) -> None:
@@ -73,8 +76,28 @@ class GatewayConfig:
         for key in ("shadow_queue", "shadow_batch", "max_body_bytes", "workers"):
             if int(getattr(self, key)) < 1:
                 raise GatewayConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.shadow_mode not in ("process", "thread"):
-            raise GatewayConfigError(f"shadow_mode must be process or thread, got {self.shadow_mode!r}")
+        if self.shadow_mode != "process":
+            raise GatewayConfigError(
+                f"shadow_mode must be 'process', got {self.shadow_mode!r}: the shadow always runs in a "
+                "supervised worker process (the thread mode was removed; it cost the champion more CPU and "
+                "latency)"
+            )
+        from airflow_saga.serving.batching import MAX_SIZE_RANGE, MAX_WAIT_MS_RANGE
+
+        if not isinstance(self.batching, bool):
+            raise GatewayConfigError(f"batching must be true or false, got {self.batching!r}")
+        lo, hi = MAX_SIZE_RANGE
+        if type(self.batch_max_size) is not int or not lo <= self.batch_max_size <= hi:
+            raise GatewayConfigError(
+                f"batch_max_size must be an integer in [{lo}, {hi}] (rows per predict call), "
+                f"got {self.batch_max_size!r}"
+            )
+        lo_ms, hi_ms = MAX_WAIT_MS_RANGE
+        wait = self.batch_max_wait_ms
+        if not isinstance(wait, int | float) or isinstance(wait, bool) or not lo_ms <= wait <= hi_ms:
+            raise GatewayConfigError(
+                f"batch_max_wait_ms must be a number of milliseconds in [{lo_ms:g}, {hi_ms:g}], got {wait!r}"
+            )
         if self.capture_format not in ("jsonl", "parquet"):
             raise GatewayConfigError(f"capture_format must be jsonl or parquet, got {self.capture_format!r}")
         if self.capture_durability not in ("buffered", "durable"):

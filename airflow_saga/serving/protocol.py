@@ -10,6 +10,8 @@ accepts is accepted here too.
 from __future__ import annotations
 
 import json
+import re
+import reprlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,8 @@ try:  # msgspec ships with mlflow; it parses and encodes several times faster th
     def encode_json(obj: Any) -> bytes:
         return _encoder.encode(obj)
 
-    _DecodeErrors: tuple[type[Exception], ...] = (msgspec.DecodeError, ValueError)
+    # msgspec raises RecursionError past its nesting limit (~1000 levels): a client error, not a crash.
+    _DecodeErrors: tuple[type[Exception], ...] = (msgspec.DecodeError, ValueError, RecursionError)
 except ImportError:  # pragma: no cover - msgspec is a dependency of mlflow
 
     def decode_json(body: bytes) -> Any:
@@ -39,9 +42,28 @@ except ImportError:  # pragma: no cover - msgspec is a dependency of mlflow
     def encode_json(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
 
-    _DecodeErrors = (ValueError,)
+    _DecodeErrors = (ValueError, RecursionError)
 
+INFERENCE_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_short = reprlib.Repr()  # bounded depth and length: a hostile value never costs more than a few items
+_short.maxlevel, _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 2, 40, 40, 4, 4
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` for error messages, safe on deep, long or huge values (a plain repr recurses and grows)."""
+    if type(value) is int and value.bit_length() > 128:
+        return (
+            f"an integer of {len(str(abs(value)))} digits"
+            if value.bit_length() < 10_000
+            else "a huge integer"
+        )
+    try:
+        return _short.repr(value)
+    except (RecursionError, ValueError):  # pragma: no cover - reprlib bounds depth; belt and braces
+        return f"a {type(value).__name__}"
+
+
 NUMERIC_TYPES = {"double": float, "float": float, "long": int, "integer": int}
 
 
@@ -100,6 +122,15 @@ class Batch:
     frame: pd.DataFrame | None = None
 
 
+def decode_json_body(body: bytes) -> Any:
+    """JSON bytes -> Python values; any malformed, non-UTF-8 or too deeply nested body is a 400."""
+    try:
+        return decode_json(body)
+    except _DecodeErrors as exc:
+        reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest(f"malformed JSON: {reason}") from None
+
+
 def decode_body(body: bytes, content_type: str) -> Any:
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime == "text/csv":
@@ -110,10 +141,7 @@ def decode_body(body: bytes, content_type: str) -> Any:
         )
     if not body:
         raise BadRequest("empty request body; expected a JSON object with one of " + ", ".join(FORMATS))
-    try:
-        payload = decode_json(body)
-    except _DecodeErrors as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+    payload = decode_json_body(body)
     if not isinstance(payload, dict):
         raise BadRequest(
             f"the input must be a JSON object with exactly one of {list(FORMATS)}, "
@@ -128,13 +156,18 @@ def decode_body(body: bytes, content_type: str) -> Any:
 def _csv_payload(body: bytes) -> dict[str, Any]:
     """CSV (as ``mlflow models serve`` accepts it) -> a dataframe_split payload: one validator for both."""
     import io
+    import warnings
 
     import pandas as pd
 
     try:
-        frame = pd.read_csv(io.BytesIO(body))
-    except Exception as exc:
-        raise BadRequest(f"malformed CSV: {exc}") from None
+        with warnings.catch_warnings():
+            # A row longer than the header would silently become the index (pandas' default), shifting
+            # every value one column: refuse it instead (ParserWarning raised as an error).
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(io.BytesIO(body), index_col=False)
+    except Exception as exc:  # pandas raises many types (ParserError, UnicodeDecodeError, EmptyDataError...)
+        raise BadRequest(f"malformed CSV: {type(exc).__name__}: {str(exc)[:200]}") from None
     return {
         "dataframe_split": {
             "columns": [str(c) for c in frame.columns],
@@ -252,7 +285,14 @@ def to_numeric_batch(cols: list[str], rows: list[list[Any]], spec: InputSpec) ->
             for v, t in zip(r, spec.types, strict=True):
                 if t in ("long", "integer") and type(v) is not int:
                     _raise_bad_value(rows, spec)
-    array = np.array(rows, dtype=np.float64)
+    try:
+        array = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64's range (over ~309 digits)
+        for i, r in enumerate(rows):
+            for c, v in zip(spec.columns, r, strict=True):
+                if type(v) is int and abs(v).bit_length() > 1023:
+                    raise BadRequest(f"column {c!r} row {i}: {short_repr(v)} is out of range") from None
+        raise BadRequest("a value is out of range for float64") from None  # pragma: no cover
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
         raise BadRequest(
@@ -268,7 +308,9 @@ def _raise_bad_value(rows: list[list[Any]], spec: InputSpec) -> None:
             want = NUMERIC_TYPES[t]
             ok = type(v) is int or (type(v) is float and want is float)
             if not ok:
-                raise BadRequest(f"column {c!r} row {i}: expected {t}, got {type(v).__name__} {v!r:.60}")
+                raise BadRequest(
+                    f"column {c!r} row {i}: expected {t}, got {type(v).__name__} {short_repr(v)}"
+                )
     raise BadRequest("invalid input values")  # pragma: no cover
 
 
@@ -281,17 +323,20 @@ def generic_batch(payload: dict[str, Any], spec: InputSpec) -> Batch:
     try:
         parsed = infer_and_parse_data(data, spec.schema)
     except MlflowException as exc:
-        raise BadRequest(exc.message) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BadRequest(f"cannot parse input: {exc}") from None
+        raise BadRequest(exc.message[:1000]) from None
+    except Exception as exc:  # MLflow's parser lets pandas/numpy errors through (and RecursionError)
+        raise BadRequest(f"cannot parse input: {type(exc).__name__}: {str(exc)[:300]}") from None
     import pandas as pd
 
-    if isinstance(parsed, pd.DataFrame):
-        if parsed.empty:
+    try:
+        frame = parsed if isinstance(parsed, pd.DataFrame) else pd.DataFrame(parsed)
+        if frame.empty:
             raise BadRequest("no rows to score")
-        return Batch([str(c) for c in parsed.columns], parsed.to_numpy().tolist(), None, parsed)
-    frame = pd.DataFrame(parsed)
-    return Batch([str(c) for c in frame.columns], frame.to_numpy().tolist(), None, frame)
+        return Batch([str(c) for c in frame.columns], frame.to_numpy().tolist(), None, frame)
+    except BadRequest:
+        raise
+    except Exception as exc:  # e.g. a tensor input that is not two-dimensional
+        raise BadRequest(f"cannot use input as a table: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
 def parse(payload: dict[str, Any], spec: InputSpec) -> Batch:

@@ -4,8 +4,10 @@ With ``workers == 1`` the app object is built here and handed to uvicorn directl
 uvicorn spawns processes that each build their own gateway from the config file named by
 ``SAGA_SERVE_CONFIG_FILE`` (private to this user, removed at exit: the config holds the bearer token
 and webhook secret, which must not travel in the environment, where ``ps e`` and crash reports show
-it); every worker loads the models and writes its own capture files (file names carry a per-writer id,
-so they never collide).
+it; a directory left by a killed gateway is removed at the next start). Every worker loads the models,
+runs its own shadow process and writes its own capture files (file names carry a per-writer id, so they
+never collide). Their metrics are merged through prometheus_client's multiprocess mode in a private
+directory made here (and removed at exit, or at the next start after a kill).
 SIGTERM makes uvicorn finish in-flight requests, then our lifespan shutdown flushes capture.
 """
 
@@ -17,6 +19,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow_saga.serving.config import GatewayConfig
+
+METRICS_PREFIX = "saga-metrics-"
+CONFIG_PREFIX = "saga-serve-config-"
 
 
 def uvicorn_kwargs(cfg: GatewayConfig) -> dict:
@@ -43,21 +48,27 @@ def serve(cfg: GatewayConfig) -> int:
 
     install_log_redaction()  # credentials never reach the gateway's log
     if cfg.workers > 1:
-        import shutil
-        import tempfile
+        from airflow_saga.serving import tempdirs
 
-        private = tempfile.mkdtemp(prefix="saga-serve-config-")  # 0700
+        for prefix in (CONFIG_PREFIX, METRICS_PREFIX):
+            tempdirs.clean_stale(prefix)  # what a killed gateway left behind
+        private = tempdirs.make(CONFIG_PREFIX)  # 0700
         path = os.path.join(private, "config.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(cfg.to_json())
+        metrics_dir = tempdirs.make(METRICS_PREFIX)  # empty: no counts of an earlier run leak in
         os.environ["SAGA_SERVE_CONFIG_FILE"] = path  # a path, inherited by uvicorn's worker processes
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         try:
             app = "airflow_saga.serving.app:create_app"
             uvicorn.run(app, factory=True, workers=cfg.workers, **uvicorn_kwargs(cfg))
         finally:
-            shutil.rmtree(private, ignore_errors=True)
+            tempdirs.remove(private)
+            tempdirs.remove(metrics_dir)
         return 0
+    # one process: metrics live in memory (an inherited multiprocess directory is not ours to write)
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from airflow_saga.serving.app import Gateway
 
     server = uvicorn.Server(uvicorn.Config(Gateway(cfg), **uvicorn_kwargs(cfg)))

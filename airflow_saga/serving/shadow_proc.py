@@ -1,4 +1,7 @@
-"""Shadow scoring in a separate worker process (the default ``shadow_mode``).
+"""Shadow scoring in a separate, supervised worker process: the gateway's only shadow mode.
+
+(An earlier thread mode scored the shadow inside the gateway process; it was removed because it cost the
+champion more CPU and latency, and kept a second copy of the scoring loop. See below.)
 
 Why a process: with the shadow in a thread of the gateway process, its predict calls and the encoding of
 its capture records compete with the event loop for the GIL. Every time the loop wakes while a background
@@ -456,7 +459,6 @@ class _Worker:
         import numpy as np
 
         from airflow_saga.serving.protocol import Batch
-        from airflow_saga.serving.shadow import _predict_many
 
         model = self.model
         if model is None:
@@ -608,3 +610,36 @@ def child_main(rx: Any, tx: Any, cfg: dict[str, Any]) -> None:
     with contextlib.suppress(Exception):
         w.loader.close()
     sys.stdout.flush()
+
+
+def _predict_many(model: LoadedModel, batches: list[Batch]) -> list[list[Any]]:
+    """Score several requests with one model call and split the predictions back per request.
+
+    A one-row sklearn predict costs nearly the same as a 64-row one, so batching keeps the shadow's CPU small.
+    """
+    import numpy as np
+
+    from airflow_saga.serving.protocol import Batch, jsonable
+
+    sizes = [len(b.rows) for b in batches]
+    if len(batches) == 1:
+        return [model.predict_batch(batches[0])]
+    same_cols = all(b.columns == batches[0].columns for b in batches)
+    if not same_cols:
+        return [model.predict_batch(b) for b in batches]
+    fast_ok = model.fast is not None and model.spec.columns == tuple(batches[0].columns)
+    if fast_ok and all(b.array is not None for b in batches):
+        merged = Batch(batches[0].columns, [], np.vstack([b.array for b in batches]))  # type: ignore[misc]
+        preds = model.fast(merged.array).tolist()  # type: ignore[arg-type]
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame([r for b in batches for r in b.rows], columns=batches[0].columns)
+        preds = jsonable(model.pyfunc.predict(frame))
+    if len(preds) != sum(sizes):
+        raise ValueError(f"shadow returned {len(preds)} predictions for {sum(sizes)} rows")
+    out, i = [], 0
+    for n in sizes:
+        out.append(preds[i : i + n])
+        i += n
+    return out

@@ -147,15 +147,20 @@ def register_pyfunc(
     name: str,
     python_model: mlflow.pyfunc.PythonModel,
     aliases: tuple[str, ...] = (),
+    example: pd.DataFrame | None = None,
 ) -> str:
-    """Save a custom pyfunc with the breast_cancer signature as a new version of ``name``; return it."""
+    """Save a custom pyfunc as a new version of ``name``; return it. Its signature is breast_cancer's, or
+    that of the ``example`` frame."""
     import cloudpickle
     from mlflow.models import infer_signature
 
     import tests.support.models as me
 
     X, y = breast_cancer()
-    signature = infer_signature(X.head(5), y.head(5).to_numpy())
+    if example is not None:
+        signature = infer_signature(example, y.head(len(example)).to_numpy())
+    else:
+        signature = infer_signature(X.head(5), y.head(5).to_numpy())
     # Pickle by value so the serving process need not import tests.support.
     cloudpickle.register_pickle_by_value(me)
     try:

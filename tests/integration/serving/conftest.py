@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
+from airflow_saga.core import tags
 from tests.conftest import REPO
+from tests.support import models
 from tests.support.procs import free_port, stop, wait_http
 
 
@@ -76,3 +79,41 @@ def gateway_factory(tmp_path, mlflow_server):
     yield make
     for g in started:
         g.stop()
+
+
+# --- one gateway with a shadow, capture, auth, a size limit and webhooks, shared by the serving tests ---
+TOKEN = "t0ken-for-tests"
+SECRET = "webhook-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SHADOW_VALUE = 7  # the challenger answers 7 for everything; a served 7 would be a leaked shadow answer
+
+
+@pytest.fixture(scope="package")
+def gw(tmp_path_factory, mlflow_server, mlflow_client):
+    name = f"serving-{uuid.uuid4().hex[:6]}"
+    models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
+    models.register_pyfunc(
+        mlflow_client, name, models.SlowOrFailingModel(value=SHADOW_VALUE), aliases=(tags.CHALLENGER,)
+    )
+    root = tmp_path_factory.mktemp("gw-serving")
+    g = GatewayProc(
+        root,
+        name,
+        mlflow_server.url,
+        "--shadow",
+        "challenger",
+        "--capture-dir",
+        str(root / "capture"),
+        "--flush-interval",
+        "0.2",
+        "--auth-token",
+        TOKEN,
+        "--max-body-bytes",
+        "200000",
+        "--webhook-secret",
+        SECRET,
+    )
+    g.capture = root / "capture"  # type: ignore[attr-defined]
+    g.start()
+    yield g
+    g.stop()

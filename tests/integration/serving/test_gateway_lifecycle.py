@@ -25,10 +25,7 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-@pytest.mark.parametrize("mode", ["process", "thread"])
-def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(
-    gateway_factory, mlflow_client, tmp_path, mode
-):
+def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(gateway_factory, mlflow_client, tmp_path):
     name = _name("sigterm")
     models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
     models.register_pyfunc(
@@ -48,8 +45,6 @@ def test_capture_is_complete_after_sigterm_even_with_a_stuck_shadow(
         str(cap),
         "--flush-interval",
         "60",
-        "--shadow-mode",
-        mode,
     )
     ids, n = [], 150
     with requests.Session() as s:

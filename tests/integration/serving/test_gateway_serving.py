@@ -11,49 +11,12 @@ import pandas as pd
 import pytest
 import requests
 
-from airflow_saga.core import tags
 from airflow_saga.core.capture_scan import read_capture
 from airflow_saga.serving.auth import webhook_signature
+from tests.integration.serving.conftest import AUTH, SECRET, SHADOW_VALUE
 from tests.support import models
 
 pytestmark = pytest.mark.integration
-TOKEN = "t0ken-for-tests"
-SECRET = "webhook-secret"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SHADOW_VALUE = 7  # the challenger answers 7 for everything; a served 7 would be a leaked shadow answer
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory, mlflow_server, mlflow_client):
-    from tests.integration.serving.conftest import GatewayProc
-
-    name = f"serving-{uuid.uuid4().hex[:6]}"
-    models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
-    models.register_pyfunc(
-        mlflow_client, name, models.SlowOrFailingModel(value=SHADOW_VALUE), aliases=(tags.CHALLENGER,)
-    )
-    root = tmp_path_factory.mktemp("gw-serving")
-    g = GatewayProc(
-        root,
-        name,
-        mlflow_server.url,
-        "--shadow",
-        "challenger",
-        "--capture-dir",
-        str(root / "capture"),
-        "--flush-interval",
-        "0.2",
-        "--auth-token",
-        TOKEN,
-        "--max-body-bytes",
-        "200000",
-        "--webhook-secret",
-        SECRET,
-    )
-    g.capture = root / "capture"  # type: ignore[attr-defined]
-    g.start()
-    yield g
-    g.stop()
 
 
 def _post(gw, body, headers=None, path="/invocations", **kw):
