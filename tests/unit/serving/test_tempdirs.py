@@ -54,9 +54,8 @@ def test_the_model_loader_cleans_stale_copies_at_start():
     loader = Loader(MlflowSettings(tracking_uri="http://127.0.0.1:9"), "m")  # no request is made
     try:
         assert not stale.exists()
-        assert (Path(loader.cache_dir) / tempdirs.MARKER).read_text().split()[0] == str(
-            __import__("os").getpid()
-        )
+        owner = (Path(loader.cache_dir) / tempdirs.MARKER).read_text().split()[0]
+        assert owner == str(os.getpid())
     finally:
         loader.close()
     assert not Path(loader.cache_dir).exists()
