@@ -87,7 +87,7 @@ def test_kserve_and_mlserver_bodies_get_the_mlflow_answers(gw):
 
 
 def test_v2_feedback_joins_on_the_request_id(gw):
-    from airflow_saga.core.capture import read_capture
+    from airflow_saga.core.capture_scan import read_capture
 
     rid = f"v2-{uuid.uuid4().hex[:10]}"
     body = {"id": rid, "inputs": [{"name": "t", "shape": [1, 30], "datatype": "FP64",

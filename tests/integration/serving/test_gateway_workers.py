@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from airflow_saga.core import tags
-from airflow_saga.core.capture import read_capture
+from airflow_saga.core.capture_scan import read_capture
 from tests.conftest import REPO
 from tests.support import models
 from tests.support.procs import free_port
