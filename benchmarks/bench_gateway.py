@@ -236,6 +236,26 @@ def main() -> None:
     ap.add_argument("--max-rps", type=float, help="reference req/s for --rates (default: (b)'s median)")
     ap.add_argument("--only", default="abcde", help="scenarios to run, e.g. abcde")
     ap.add_argument("--gateway-args", default="", help="extra saga serve flags for every gateway")
+    ap.add_argument(
+        "--suite",
+        default="classic",
+        choices=["classic", "scale", "large"],
+        help="classic: the scenarios above; scale: V2, workers and batching at 8/32/64 connections vs "
+        "MLServer and mlflow models serve (benchmarks/gateway_scale.py); large: small-request latency while "
+        "100k-row requests arrive",
+    )
+    ap.add_argument("--scale-only", default="b,w,bt,v,m,a", help="scale suite servers (see gateway_scale.py)")
+    ap.add_argument("--scale-connections", default="8,32,64")
+    ap.add_argument("--scale-seconds", type=float, default=4.0, help="seconds per wrk run")
+    ap.add_argument(
+        "--mlserver-venv",
+        default=str(REPO.parent / ".bench-venvs" / "mlserver"),
+        help="virtualenv with MLServer (created with uv when missing; never the project's venv)",
+    )
+    ap.add_argument("--large-rows", type=int, default=100_000)
+    ap.add_argument("--large-rate", type=float, default=200.0, help="small requests per second")
+    ap.add_argument("--large-seconds", type=float, default=6.0)
+    ap.add_argument("--large-gap", type=float, default=0.5, help="seconds between large requests")
     args = ap.parse_args()
 
     from airflow_saga.core.capture_scan import read_capture
@@ -251,6 +271,22 @@ def main() -> None:
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
     print(f"workdir {work}", flush=True)
     mlflow = MlflowServer(work / "mlflow").start()
+    if args.suite != "classic":
+        from benchmarks import gateway_scale
+
+        try:
+            client = build_client(MlflowSettings(tracking_uri=mlflow.url))
+            name = "bench-breast-cancer"
+            models.register_sklearn(client, name, aliases=("champion",))
+            if args.suite == "scale":
+                gateway_scale.run_scale(args, work, mlflow.url, name, env, _start, stop, wait_http, free_port)
+            else:
+                gateway_scale.run_large(
+                    args, work, mlflow.url, name, env, _start, stop, wait_http, free_port, run_load
+                )
+        finally:
+            mlflow.stop()
+        return
     closed: dict[str, list[dict]] = {}
     opened: dict[tuple[str, float], list[dict]] = {}
     sent: dict[str, int] = {}
