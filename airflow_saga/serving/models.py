@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from airflow_saga.core.errors import MlflowUnreachableError, SagaError, ServingError
+from airflow_saga.core.errors import SagaError, ServingError
 from airflow_saga.serving.protocol import Batch, InputSpec, jsonable
 
 if TYPE_CHECKING:
@@ -33,22 +33,6 @@ CACHE_PREFIX = "saga-serve-"
 # Fitted-with-DataFrame estimators warn on every ndarray predict; the fast path passes columns in signature
 # order, which is exactly what the names would enforce.
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """A connection failure or timeout (possibly wrapped by MLflow's retrying client), not a refusal."""
-    import requests
-
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, MlflowUnreachableError | requests.ConnectionError | requests.Timeout | TimeoutError):
-            return True
-        if "Max retries exceeded" in str(e) or "Read timed out" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def freeze_heap() -> None:
@@ -148,11 +132,6 @@ class Loader:
         try:
             return str(self.client.get_model_version_by_alias(self.model, alias).version)
         except Exception as exc:
-            if _unreachable(exc):
-                raise MlflowUnreachableError(
-                    f"MLflow server at {self.settings.tracking_uri} is unreachable while resolving alias "
-                    f"{alias!r} of model {self.model!r}: {type(exc).__name__}: {str(exc)[:300]}"
-                ) from exc
             raise ServingError(
                 f"cannot resolve alias {alias!r} of model {self.model!r}: {type(exc).__name__}: {exc}"
             ) from exc
