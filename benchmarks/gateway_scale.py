@@ -65,7 +65,17 @@ def _tree_cpu(pid: int) -> float:
 
 
 def wrk(url: str, body: Path, conns: int, seconds: float, script: Path, pid: int, core: str | None) -> dict:
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
     if core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", core, *cmd]
     c0 = _tree_cpu(pid)

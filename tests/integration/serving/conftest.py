@@ -71,10 +71,10 @@ class GatewayProc:
 def gateway_factory(tmp_path, mlflow_server):
     started: list[GatewayProc] = []
 
-    def make(model: str, *args: str) -> GatewayProc:
+    def make(model: str, *args: str, timeout: float = 120) -> GatewayProc:
         g = GatewayProc(tmp_path / f"gw{len(started)}", model, mlflow_server.url, *args)
         started.append(g)
-        return g.start()
+        return g.start(timeout)
 
     yield make
     for g in started:

@@ -42,7 +42,9 @@ def test_two_workers_serve_shadow_capture_and_sum_their_metrics(gateway_factory,
     )
     cap = tmp_path / "capture"
     gw = gateway_factory(
-        name, "--workers", "2", "--shadow", "challenger", "--capture-dir", str(cap), "--flush-interval", "0.2"
+        name,
+        *("--workers", "2", "--shadow", "challenger", "--capture-dir", str(cap), "--flush-interval", "0.2"),
+        timeout=360,  # four processes import MLflow and load models; slow on a busy 2-core machine
     )
     expected = models.fit().predict(models.breast_cancer()[0].iloc[0:200]).tolist()
 
