@@ -724,7 +724,8 @@ def promote(
     version = str(version)
     _validate_alias(name, alias, (*ALIASES, AUTO))
     _validate_text("by", by, f"Promotion of model {name!r}")
-    model_aliases = H.read_state(client, name).aliases  # unknown model or version: refused before locking
+    state = H.read_state(client, name)  # unknown model or version: refused before locking
+    model_aliases = state.aliases
     status = S.get_status(_read_version(client, name, version))
     if alias == T.CHAMPION and status != T.APPROVED:
         raise PromotionError(_champion_refusal(name, version, status))
@@ -733,8 +734,11 @@ def promote(
             f"Refusing to make model {name!r} version {version} {alias}: its approval status is {status}; "
             f"a Rejected version cannot be shadow-tested (nothing was changed)"
         )
-    if alias != AUTO and model_aliases.get(alias) == version and expect_holder in (UNSET, version):
-        # Already done (a retried task): true at the moment of that read, so no lock is needed.
+    recorded = state.head.aliases.get(alias) == version  # else a writer died between the move and its entry
+    done = alias != AUTO and model_aliases.get(alias) == version and recorded
+    if done and expect_holder in (UNSET, version):
+        # Already done (a retried task): true at the moment of that read, so no lock is needed. When the
+        # history head does not record it, the transaction below settles the interrupted writer's entry.
         return PromotionResult(name, alias, version, version, changed=False)
     with Transaction(
         client, name, purpose=f"promote v{version} to {alias}", policy=policy, lock_timeout=lock_timeout

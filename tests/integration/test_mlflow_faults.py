@@ -21,6 +21,7 @@ from airflow_saga.core import tags as T
 from airflow_saga.core.errors import MlflowUnreachableError, ServingError
 from airflow_saga.core.mlflow_client import DEFAULT_CALL_TIMEOUT, MlflowSettings, build_client
 from airflow_saga.devstack.faults import KillableMlflow, SilentServer, frozen
+from tests.support.registry import make_version
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +225,29 @@ def test_server_killed_mid_register_creates_no_duplicate_version(killable, model
     versions = client.search_model_versions(f"name='{model_name}'")
     assert [str(v.version) for v in versions] == ["1"] and str(mv.version) == "1"
     assert created is False  # the version the dead server had created was found, not made again
+
+
+def test_server_killed_mid_promote_leaves_no_half_moved_alias(killable, model_name):
+    from airflow_saga.core import promotion
+
+    client = _killable_client(killable)
+    first = make_version(client, model_name, status=T.APPROVED)
+    second = make_version(client, model_name, status=T.APPROVED)
+    promotion.promote(client, model_name, first, T.CHAMPION, by="setup", reason="first")
+    # the alias moves on the server, which dies before answering: nothing after it (history) was written
+    killable.proxy.arm(r"POST /api/2\.0/mlflow/registered-models/alias", "after", killable.kill)
+    with pytest.raises(MlflowUnreachableError) as err:
+        promotion.promote(client, model_name, second, T.CHAMPION, by="pytest", reason="kill test")
+    _assert_clear(str(err.value), killable.url)
+
+    killable.restart()
+    promotion.promote(client, model_name, second, T.CHAMPION, by="pytest", reason="kill test")  # the retry
+    assert promotion.aliases(client, model_name) == {T.CHAMPION: second}
+    moves = [(e["action"], e["from"], e["to"]) for e in promotion.history(client, model_name)]
+    assert moves == [("promote", None, first), ("promote", first, second)], moves
+    assert [m.name for m in client.search_registered_models() if "lock" in m.name] == []
+    exps = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(exps, filter_string="attributes.status = 'RUNNING'") == []
 
 
 # --- the gateway's secrets ---------------------------------------------------------------------------
