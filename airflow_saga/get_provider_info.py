@@ -43,6 +43,9 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
         ],
+        "task-decorators": [
+            {"name": "saga_train", "class-name": "airflow_saga.decorators.saga_train.saga_train_task"},
+        ],
         "sensors": [{"integration-name": "MLflow", "python-modules": ["airflow_saga.sensors.approval"]}],
         "triggers": [{"integration-name": "MLflow", "python-modules": ["airflow_saga.triggers.approval"]}],
         "extra-links": ["airflow_saga.links.MlflowRunLink", "airflow_saga.links.MlflowModelVersionLink"],

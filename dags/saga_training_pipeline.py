@@ -6,8 +6,11 @@ registers the version as Approved because the gate passed. After approval the ve
 ``challenger``, or ``champion`` when the model has none yet.
 
 Every input is an Airflow Param, so a run is configured from the UI's trigger form or the REST API's
-``conf``. No template uses ``{{ ds }}``: runs triggered from the UI or REST have no logical date.
-This file imports only Airflow and airflow_saga's operators, so it parses in milliseconds.
+``conf``. Steps hand results on as XComArgs (``train.output``), so the DAG runs with Airflow's default
+template settings. A cache hit that reuses a model already registered goes to ``already_registered``: no
+second version, no second approval, no promotion over itself. No template uses ``{{ ds }}``: runs
+triggered from the UI or REST have no logical date. This file imports only Airflow and airflow_saga's
+operators, so it parses in milliseconds.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ with DAG(
     # asset-triggered runs, so the asset must name the same model); manual triggers work as before.
     schedule=drift_asset("saga-breast-cancer"),
     catchup=False,
-    render_template_as_native_obj=True,
     max_active_runs=4,
     tags=["saga", "mlops"],
     default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
@@ -52,7 +54,8 @@ with DAG(
             "sklearn:breast_cancer",
             type="string",
             minLength=1,
-            description="CSV/Parquet path or URI, or sklearn:<breast_cancer|iris|wine|diabetes|digits>",
+            description="CSV/Parquet path or URI, or sklearn:<breast_cancer|iris|wine|diabetes|digits> "
+            "(callable and SQL sources need allowed_source_prefixes / allowed_sql_conn_ids in the DAG)",
         ),
         "target": Param("target", type="string", minLength=1, description="Target column"),
         "estimator": Param(
@@ -97,32 +100,30 @@ with DAG(
         cache_expire_after="{{ params.cache_expire_after }}",
     )
     evaluate = EvaluateModelOperator(
-        task_id="evaluate",
-        model_name="{{ params.model_name }}",
-        training="{{ ti.xcom_pull(task_ids='train') }}",
+        task_id="evaluate", model_name="{{ params.model_name }}", training=train.output
     )
     gate = QualityGateOperator(
-        task_id="quality_gate",
-        conditions="{{ params.conditions }}",
-        report="{{ ti.xcom_pull(task_ids='evaluate') }}",
+        task_id="quality_gate", conditions="{{ params.conditions }}", report=evaluate.output
     )
     register = RegisterModelOperator(
         task_id="register",
         model_name="{{ params.model_name }}",
-        training="{{ ti.xcom_pull(task_ids='train') }}",
-        report="{{ ti.xcom_pull(task_ids='evaluate') }}",
-        decision="{{ ti.xcom_pull(task_ids='quality_gate', key='decision') }}",
+        training=train.output,
+        report=evaluate.output,
+        decision=gate.output["decision"],
         auto_approve="{{ params.approval_mode == 'auto' }}",
     )
-    version = "{{ ti.xcom_pull(task_ids='register')['version'] }}"
+    version = "{{ ti.xcom_pull(task_ids='register', key='version') }}"
 
     route = ApprovalRouteOperator(
         task_id="approval_route",
-        mode="{{ params.approval_mode }}",
+        # A reused version (cache hit of a registered model) is already in the approval workflow.
+        mode="{{ 'reused' if ti.xcom_pull(task_ids='register', key='reused') else params.approval_mode }}",
         routes={
             "airflow": "approve_in_airflow",
             "mlflow": "wait_for_mlflow_approval",
             "auto": "auto_approved",
+            "reused": "already_registered",
         },
     )
     ask = model_approval_request(
@@ -146,6 +147,7 @@ with DAG(
         retries=2,  # Airflow 3.3.2 can fail a trigger that fires within seconds (apache/airflow#71580)
     )
     auto = EmptyOperator(task_id="auto_approved")
+    reused = EmptyOperator(task_id="already_registered")
     promote = PromoteModelOperator(
         task_id="promote",
         model_name="{{ params.model_name }}",
@@ -158,3 +160,4 @@ with DAG(
     route >> ask >> record >> promote
     route >> wait_mlflow >> promote
     route >> auto >> promote
+    route >> reused

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("version", nargs="?", help="version number or @alias (default: @champion, else latest)")
     p.add_argument("--dataset", metavar="DIGEST", help="versions trained on this dataset content digest")
     p.add_argument(
+        "--model", dest="model_filter", metavar="M", help="with --dataset: only versions of this model"
+    )
+    p.add_argument(
         "--dag-run", nargs=2, metavar=("DAG_ID", "RUN_ID"), help="versions from this Airflow DAG run"
     )
     add_common(p)
@@ -33,10 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dataset and args.dag_run:
         args._parser.error("use either --dataset or --dag-run, not both")
+    if args.model_filter and not args.dataset:
+        args._parser.error("--model filters --dataset; for one model's lineage use: saga lineage MODEL")
+    if args.model_filter and args.model and args.model != args.model_filter:
+        args._parser.error(f"two model names given: {args.model!r} and --model {args.model_filter!r}")
     if args.dataset or args.dag_run:
         c = client(args)
         if args.dataset:
-            rows = lq.versions_by_dataset(c, args.dataset, name=args.model)
+            rows = lq.versions_by_dataset(c, args.dataset, name=args.model_filter or args.model)
         else:
             rows = lq.versions_by_dag_run(c, *args.dag_run)
         print(lq.dumps(rows) if args.json else lq.format_versions(rows))

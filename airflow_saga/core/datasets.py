@@ -78,7 +78,22 @@ def load_dataset(
 
 
 def from_source(data: SourceData, target: str) -> LoadedData:
-    frame, shown = data.frame, data.source
+    """Check that loaded data can train a model for ``target``; its recorded source and digest carry over."""
+    return validated(
+        data.frame, target, source=data.source, digest=data.digest, details=data.parsed.details()
+    )
+
+
+def validated(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    source: str,
+    digest: str | None = None,
+    details: dict[str, str] | None = None,
+) -> LoadedData:
+    """``frame`` as ``LoadedData`` once it has rows, ``target`` with values, and at least one feature."""
+    shown = source
     if frame.shape[1] == 0 or len(frame) == 0:
         raise DataError(f"data_source {shown!r} is empty: {len(frame)} rows, {frame.shape[1]} columns")
     if target not in frame.columns:
@@ -89,7 +104,11 @@ def from_source(data: SourceData, target: str) -> LoadedData:
     if len(frame.columns) < 2:
         raise DataError(f"data_source {shown!r} has no feature columns besides target {target!r}")
     return LoadedData(
-        frame=frame, target=target, source=shown, digest=data.digest, details=data.parsed.details()
+        frame=frame,
+        target=target,
+        source=shown,
+        digest=digest or content_digest(frame),
+        details=dict(details or {}),
     )
 
 

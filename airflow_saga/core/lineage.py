@@ -15,7 +15,7 @@ from airflow_saga.core import tags as T
 
 def lineage_tags(
     *,
-    run_id: str,
+    run_id: str | None,
     model_uri: str,
     dataset: dict[str, Any] | None = None,
     airflow: dict[str, str] | None = None,
@@ -23,14 +23,25 @@ def lineage_tags(
     metrics: dict[str, float] | None = None,
     gate: dict[str, Any] | None = None,
     eval_report_uri: str | None = None,
+    origin: str | None = None,
+    flavor: str | None = None,
+    extra: dict[str, str | None] | None = None,
 ) -> dict[str, str]:
-    """Flatten lineage facts into MLflow tag key/values (all strings, ``None`` dropped)."""
+    """Flatten lineage facts into MLflow tag key/values (all strings, ``None`` dropped).
+
+    ``origin`` is ``trained`` (fitted by this pipeline), ``cache`` (a cache hit reusing an earlier run's
+    model) or ``external`` (a model URI trained elsewhere); ``run_id`` may be None for an external model
+    logged outside any run.
+    """
     out: dict[str, str | None] = {
         T.RUN_ID: run_id,
         T.MODEL_URI: model_uri,
         T.PACKAGE_VERSION: __version__,
         T.ESTIMATOR: estimator,
         T.EVAL_REPORT_URI: eval_report_uri,
+        T.ORIGIN: origin,
+        T.MODEL_FLAVOR: flavor,
+        **(extra or {}),
     }
     if dataset:
         out[T.DATASET_DIGEST] = dataset.get("digest")

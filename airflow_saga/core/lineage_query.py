@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_saga.core import approval, promotion
 from airflow_saga.core import tags as T
 from airflow_saga.core.errors import RegistryError
-from airflow_saga.core.registry import get_registered_model, get_version
+from airflow_saga.core.registry import get_registered_model, get_version, reuse_entries
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -138,6 +138,14 @@ def lineage(client: MlflowClient, name: str, version_or_alias: str | int | None 
             "package_version": tags.get(T.PACKAGE_VERSION),
             "dag_file_hash": tags.get(T.DAG_FILE_HASH),
             "estimator": tags.get(T.ESTIMATOR),
+            "training_function": tags.get(T.TRAINING_FUNCTION),
+            "flavor": tags.get(T.MODEL_FLAVOR),
+        },
+        "origin": _origin(tags, run_id),
+        "reuses": {
+            "entries": reuse_entries(mv),
+            "overflow": int(tags.get(T.REUSE_OVERFLOW, "0") or 0),
+            "last": _json_or_none(tags.get(T.REUSE_LAST)),
         },
         "airflow": {
             "dag_id": tags.get(T.AIRFLOW_DAG_ID),
@@ -161,6 +169,29 @@ def lineage(client: MlflowClient, name: str, version_or_alias: str | int | None 
         "promotions": promotions,
         "rollback": rollback or None,
     }
+
+
+def _origin(tags: dict[str, str], run_id: str | None) -> dict[str, Any]:
+    """How the version's model came to be, and which run actually fitted it."""
+    cache_hit = tags.get(T.CACHE_HIT) == "true"
+    kind = tags.get(T.ORIGIN) or ("cache" if cache_hit else "trained")
+    fitted_by = tags.get(T.CACHE_SOURCE_RUN) if cache_hit else run_id
+    return {
+        "kind": kind,
+        "cache_hit": cache_hit,
+        "fitted_by_run": fitted_by,
+        "source_model_uri": tags.get(T.SOURCE_MODEL_URI),
+        "source_registry_version": tags.get(T.SOURCE_REGISTRY),
+    }
+
+
+def _json_or_none(value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return {"error": "unreadable"}
 
 
 def _num(value: str) -> float | str:
@@ -238,6 +269,7 @@ def format_lineage(d: dict[str, Any]) -> str:
             lines += _fmt_kv(run["metrics"])
     else:
         lines.append("  <- training run: (not recorded)")
+    lines += _origin_lines(d)
     ds = d["dataset"]
     lines.append(
         f"  <- dataset digest {ds['digest'] or '?'} from {ds['source'] or '?'}"
@@ -248,6 +280,8 @@ def format_lineage(d: dict[str, Any]) -> str:
         f"  <- code: airflow-saga {code['package_version'] or '?'}, "
         f"DAG file sha256 {code['dag_file_hash'] or '?'}"
         + (f", estimator {code['estimator']}" if code.get("estimator") else "")
+        + (f", training function {code['training_function']}" if code.get("training_function") else "")
+        + (f", flavour {code['flavor']}" if code.get("flavor") else "")
     )
     af = d["airflow"]
     if af.get("dag_id"):
@@ -293,6 +327,49 @@ def format_lineage(d: dict[str, Any]) -> str:
         rb = d["rollback"]
         lines.append(f"  rolled back at {rb.get('at')} by {rb.get('by')}: {rb.get('reason')}")
     return "\n".join(lines)
+
+
+def _origin_lines(d: dict[str, Any]) -> list[str]:
+    origin = d.get("origin") or {}
+    lines = []
+    if origin.get("cache_hit"):
+        lines.append(
+            f"  <- CACHE HIT: this run reused the model; it was fitted by run {origin.get('fitted_by_run')}"
+        )
+    elif origin.get("kind") == "external":
+        lines.append(
+            f"  <- external model {origin.get('source_model_uri')}"
+            + (
+                f" (registry version {origin['source_registry_version']})"
+                if origin.get("source_registry_version")
+                else ""
+            )
+            + (f", from run {origin['fitted_by_run']}" if origin.get("fitted_by_run") else ", no source run")
+        )
+    reuses = d.get("reuses") or {}
+    entries, overflow = reuses.get("entries") or [], reuses.get("overflow") or 0
+    if entries or overflow:
+        lines.append(
+            f"  reused by {len(entries) + overflow} later cache hit(s) (same model, no new version"
+            + (
+                f"; fitted by run {entries[0].get('fitted_by')}"
+                if entries and entries[0].get("fitted_by")
+                else ""
+            )
+            + "):"
+        )
+        for e in entries:
+            if "error" in e:
+                lines.append(f"    !! {e['error']}")
+                continue
+            lines.append(
+                f"    {e.get('at')}  Airflow {e.get('dag_id') or '?'} / {e.get('dag_run_id') or '?'}"
+                f"  (training run {e.get('run_id') or '?'})"
+            )
+        if overflow:
+            last = reuses.get("last") or {}
+            lines.append(f"    ... and {overflow} more; latest {last.get('at')} {last.get('dag_run_id')}")
+    return lines
 
 
 def format_history(entries: list[dict[str, Any]]) -> str:

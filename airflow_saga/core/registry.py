@@ -1,13 +1,18 @@
 """Registering model versions on the MLflow registry, idempotently, with an approval status.
 
 A retried or re-run register task must find the version it created before instead of creating another:
-versions are keyed by their source training run (tag ``saga.lineage.run_id``). MLflow has no atomic
-"create if absent", so after creating we search again and, if a concurrent writer won the race, keep the
-lowest version and delete ours (see ``register_version``).
+versions are keyed by their source training run (tag ``saga.lineage.run_id``) and by their underlying model
+(tag ``saga.lineage.model_uri``), so a cache hit, which reuses an earlier run's model, returns the version
+that model already has and records the reuse in its lineage. MLflow has no atomic "create if absent", so
+after creating we search again and, if a concurrent writer won the race, keep the lowest version and delete
+ours (see ``register``). Any MLflow model can be registered, trained anywhere: ``resolve_model_uri`` checks
+that a ``runs:/``, ``models:/`` or logged-model URI exists and finds the run behind it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +30,11 @@ def utcnow_iso() -> str:
 
 def _error_code(exc: Exception) -> str | None:
     return getattr(exc, "error_code", None)
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether an MLflow error says the thing asked for does not exist."""
+    return _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 def ensure_registered_model(client: MlflowClient, name: str, description: str | None = None) -> None:
@@ -72,27 +82,206 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
 
 
 def find_versions_for_run(client: MlflowClient, name: str, run_id: str) -> list[ModelVersion]:
-    hits = client.search_model_versions(f"name='{name}' and tags.`{T.RUN_ID}`='{run_id}'")
+    hits = client.search_model_versions(f"name='{_q(name)}' and tags.`{T.RUN_ID}`='{_q(run_id)}'")
     return sorted(hits, key=lambda mv: int(mv.version))
 
 
-def register_version(
+def find_versions_for_model(client: MlflowClient, name: str, model_uri: str) -> list[ModelVersion]:
+    """Versions of ``name`` whose underlying model is ``model_uri`` (the lineage tag), oldest first."""
+    hits = client.search_model_versions(f"name='{_q(name)}' and tags.`{T.MODEL_URI}`='{_q(model_uri)}'")
+    return sorted(hits, key=lambda mv: int(mv.version))
+
+
+def _q(value: str) -> str:
+    if "'" in value:
+        raise RegistryError(f"Value {value!r} contains a single quote, which registry filters cannot express")
+    return value
+
+
+# ------------------------------------------------------------------------------------ any model URI
+_RUNS_RE = re.compile(r"^runs:/(?P<run>[0-9A-Za-z_\-]+)/(?P<path>.+)$")
+_MODEL_ID_RE = re.compile(r"^m-[0-9A-Za-z]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model URI given by a user really points, checked to exist.
+
+    ``model_uri`` is what a version's source becomes (``models:/m-...`` whenever a LoggedModel backs the
+    URI, so the same model registered through different URIs is recognised as the same); ``run_id`` is the
+    run that produced it, if any; ``registry_version`` is ``"<name>/<version>"`` when the URI named one.
+    """
+
+    given_uri: str
+    model_uri: str
+    run_id: str | None
+    model_id: str | None
+    registry_version: str | None
+    flavor: str | None
+    run_tags: dict[str, str]
+
+
+def resolve_model_uri(client: MlflowClient, uri: str, *, field: str = "model_uri") -> ResolvedModel:
+    """Resolve ``runs:/<run>/<path>``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``,
+    ``models:/m-<id>`` or a bare ``m-<id>``; RegistryError naming the URI when it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(uri, str) or not uri.strip():
+        raise RegistryError(
+            f"{field} is empty; give runs:/<run>/<path>, models:/<name>/<version|@alias> or m-<id>"
+        )
+    given = uri.strip()
+    text = f"models:/{given}" if _MODEL_ID_RE.match(given) else given
+    try:
+        if text.startswith("models:/"):
+            rest = text.removeprefix("models:/")
+            if _MODEL_ID_RE.match(rest):
+                return _from_logged_model(client, given, rest, None, field)
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = _registry_lookup(
+                    client, given, field, lambda: client.get_model_version_by_alias(name, alias)
+                )
+            else:
+                name, _, version = rest.rpartition("/")
+                if not name or not version:
+                    raise RegistryError(
+                        f"{field} {given!r} must be models:/<name>/<version> or models:/<name>@<alias>"
+                    )
+                mv = _registry_lookup(client, given, field, lambda: client.get_model_version(name, version))
+            inner = resolve_model_uri(client, mv.source, field=field)
+            return dataclasses.replace(
+                inner,
+                given_uri=given,
+                run_id=inner.run_id or mv.run_id,
+                registry_version=f"{mv.name}/{mv.version}",
+            )
+        m = _RUNS_RE.match(text)
+        if m:
+            return _from_run(client, given, m["run"], m["path"].strip("/"), field)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise RegistryError(f"{field} {given!r} does not exist: {exc.message}") from exc
+        raise
+    raise RegistryError(
+        f"{field} {given!r} is not a model URI; use runs:/<run>/<path>, models:/<name>/<version>, "
+        "models:/<name>@<alias>, models:/m-<id> or m-<id>"
+    )
+
+
+def _registry_lookup(client: MlflowClient, given: str, field: str, get: Any) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return get()
+    except MlflowException as exc:
+        if _missing(exc):
+            raise RegistryError(f"{field} {given!r} does not exist in the registry: {exc.message}") from exc
+        raise
+
+
+def _from_logged_model(
+    client: MlflowClient, given: str, model_id: str, run_tags: dict[str, str] | None, field: str
+) -> ResolvedModel:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        lm = client.get_logged_model(model_id)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise RegistryError(f"{field} {given!r}: there is no logged model {model_id!r}") from exc
+        raise
+    status = str(getattr(lm.status, "name", lm.status) or "")
+    if status and "READY" not in status.upper():
+        raise RegistryError(f"{field} {given!r}: logged model {model_id} is {status}, not READY")
+    files = {f.path for f in client.list_logged_model_artifacts(model_id)}
+    if "MLmodel" not in files:
+        raise RegistryError(f"{field} {given!r}: logged model {model_id} has no MLmodel file (not a model)")
+    run_id = lm.source_run_id or None
+    if run_tags is None and run_id:
+        try:
+            run_tags = dict(client.get_run(run_id).data.tags)
+        except MlflowException:
+            run_tags = {}
+    return ResolvedModel(
+        given_uri=given,
+        model_uri=f"models:/{model_id}",
+        run_id=run_id,
+        model_id=model_id,
+        registry_version=None,
+        flavor=getattr(lm, "model_type", None) or None,
+        run_tags=run_tags or {},
+    )
+
+
+def _from_run(client: MlflowClient, given: str, run_id: str, path: str, field: str) -> ResolvedModel:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise RegistryError(f"{field} {given!r}: run {run_id!r} does not exist") from exc
+        raise
+    tags = dict(run.data.tags)
+    page = client.search_logged_models([run.info.experiment_id], filter_string=f"name = '{_q(path)}'")
+    for lm in page:
+        if lm.source_run_id == run_id:
+            return _from_logged_model(client, given, lm.model_id, tags, field)
+    files = {f.path for f in client.list_artifacts(run_id, path)}
+    if f"{path}/MLmodel" not in files:
+        raise RegistryError(
+            f"{field} {given!r}: run {run_id} has no model at {path!r} (no logged model of that name and no "
+            f"{path}/MLmodel artifact)"
+        )
+    return ResolvedModel(
+        given_uri=given,
+        model_uri=given,
+        run_id=run_id,
+        model_id=None,
+        registry_version=None,
+        flavor=None,
+        run_tags=tags,
+    )
+
+
+# ------------------------------------------------------------------------------------ registration
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """``version``; ``created`` when this call made it; ``reused`` when it already held the same model."""
+
+    version: ModelVersion
+    created: bool
+    reused: bool
+
+
+def register_version(client: MlflowClient, name: str, **kwargs: Any) -> tuple[ModelVersion, bool]:
+    """``register(client, name, **kwargs)`` as ``(version, created)``, the shape older callers use."""
+    reg = register(client, name, **kwargs)
+    return reg.version, reg.created
+
+
+def register(
     client: MlflowClient,
     name: str,
     *,
     model_uri: str,
-    run_id: str,
+    run_id: str | None,
     tags: dict[str, str],
     approval_status: str = T.PENDING,
     approved_by: str = "airflow-saga",
     via: str = "api",
     description: str | None = None,
-) -> tuple[ModelVersion, bool]:
-    """Register ``model_uri`` from ``run_id`` under ``name``; return ``(version, created)``.
+) -> Registration:
+    """Register ``model_uri`` (from ``run_id``) under ``name``, unless it is already there.
 
-    Idempotent per (model, run): a second call returns the existing version with ``created=False`` and
-    changes nothing. ``approval_status`` is the initial status (PendingManualApproval, or Approved when the
-    pipeline auto-approves); the transition is recorded in the version's approval log.
+    Idempotent: a retry (same run, same Airflow DAG run) returns the version it made and changes nothing.
+    One model, one version: when a version already holds the same underlying model and came from another
+    Airflow run (a cache hit reused its model, or the same URI is registered again later), that version is
+    returned with ``reused=True``, the new run is recorded in its lineage (``record_reuse``), and nothing is
+    created, so a cache hit never becomes a second version, nor gets promoted over itself.
+    ``approval_status`` is the initial status (PendingManualApproval, or Approved when the pipeline
+    auto-approves).
     """
     import json
 
@@ -102,9 +291,13 @@ def register_version(
             f"got {approval_status!r}"
         )
     ensure_registered_model(client, name)
-    existing = find_versions_for_run(client, name, run_id)
+    existing = find_versions_for_run(client, name, run_id) if run_id else []
+    if existing and _same_airflow_run(existing[0], tags):
+        return Registration(existing[0], created=False, reused=False)  # a retry of the same registration
+    existing = existing or find_versions_for_model(client, name, model_uri)
     if existing:
-        return existing[0], False
+        record_reuse(client, existing[0], run_id=run_id, tags=tags)
+        return Registration(client.get_model_version(name, str(existing[0].version)), False, True)
 
     now = utcnow_iso()
     entry = {
@@ -116,7 +309,6 @@ def register_version(
     }
     all_tags = {
         **{k: str(v) for k, v in tags.items() if v is not None},
-        T.RUN_ID: run_id,
         T.MODEL_URI: model_uri,
         T.APPROVAL_STATUS: approval_status,
         T.APPROVAL_BY: approved_by,
@@ -125,6 +317,8 @@ def register_version(
         T.APPROVAL_COMMENT: entry["comment"],
         T.APPROVAL_LOG: json.dumps([entry]),
     }
+    if run_id:
+        all_tags[T.RUN_ID] = run_id
     run_link = all_tags.get(T.AIRFLOW_RUN_URL)
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(
@@ -137,8 +331,76 @@ def register_version(
         model_id=model_id,
     )
     # Close the check-then-create race: if two writers both created, the lowest version wins.
-    winners = find_versions_for_run(client, name, run_id)
+    winners = find_versions_for_model(client, name, model_uri)
     if winners and str(winners[0].version) != str(mv.version):
         client.delete_model_version(name, str(mv.version))
-        return winners[0], False
-    return mv, True
+        winner = winners[0]
+        retry = (winner.tags or {}).get(T.RUN_ID) == run_id and _same_airflow_run(winner, tags)
+        if not retry:
+            record_reuse(client, winner, run_id=run_id, tags=tags)
+        return Registration(client.get_model_version(name, str(winner.version)), False, not retry)
+    return Registration(mv, created=True, reused=False)
+
+
+def _same_airflow_run(mv: ModelVersion, tags: dict[str, str]) -> bool:
+    """Whether ``mv`` was registered by the Airflow DAG run these tags describe (or neither names one)."""
+    have = dict(mv.tags or {})
+    return all(have.get(k) == tags.get(k) for k in (T.AIRFLOW_DAG_ID, T.AIRFLOW_RUN_ID))
+
+
+def reuse_entries(mv: ModelVersion) -> list[dict[str, Any]]:
+    """The recorded reuses of a version (oldest first); see ``record_reuse``."""
+    import json
+
+    out = []
+    for key, value in (mv.tags or {}).items():
+        if key.startswith(T.REUSE_PREFIX):
+            try:
+                entry = json.loads(value)
+            except ValueError:
+                entry = {"error": f"unreadable reuse entry {key}"}
+            out.append(entry if isinstance(entry, dict) else {"error": f"unreadable reuse entry {key}"})
+    return sorted(out, key=lambda e: str(e.get("at", "")))
+
+
+def record_reuse(client: MlflowClient, mv: ModelVersion, *, run_id: str | None, tags: dict[str, str]) -> bool:
+    """Append "this later run reused the version's model" to its lineage; False when already recorded.
+
+    One small tag per reusing run (``saga.reuse.<run_id>``), so a retry writes the same key again instead
+    of a duplicate and two concurrent writers never overwrite each other; at most ``REUSE_CAP`` of them,
+    after which only a count and the latest entry are kept, so the version's tags stay bounded.
+    """
+    import hashlib
+    import json
+
+    current = dict(mv.tags or {})
+    ident = (
+        run_id
+        or hashlib.sha256(f"{tags.get(T.AIRFLOW_DAG_ID)}/{tags.get(T.AIRFLOW_RUN_ID)}".encode()).hexdigest()[
+            :16
+        ]
+    )
+    key = f"{T.REUSE_PREFIX}{ident}"
+    if key in current:
+        return False
+    entry = {
+        "at": utcnow_iso(),
+        "run_id": run_id,
+        "fitted_by": tags.get(T.CACHE_SOURCE_RUN) or current.get(T.RUN_ID),
+        "cache_hit": tags.get(T.CACHE_HIT) == "true",
+        "dag_id": tags.get(T.AIRFLOW_DAG_ID),
+        "dag_run_id": tags.get(T.AIRFLOW_RUN_ID),
+        "task_id": tags.get(T.AIRFLOW_TASK_ID),
+        "run_url": tags.get(T.AIRFLOW_RUN_URL),
+    }
+    text = json.dumps({k: v for k, v in entry.items() if v is not None}, sort_keys=True)[:4000]
+    name, version = mv.name, str(mv.version)
+    if sum(1 for k in current if k.startswith(T.REUSE_PREFIX)) < T.REUSE_CAP:
+        client.set_model_version_tag(name, version, key, text)
+    else:
+        if current.get(T.REUSE_LAST) == text:
+            return False
+        count = int(current.get(T.REUSE_OVERFLOW, "0") or 0) + 1
+        client.set_model_version_tag(name, version, T.REUSE_OVERFLOW, str(count))
+        client.set_model_version_tag(name, version, T.REUSE_LAST, text)
+    return True

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.errors import DataError
+from airflow_saga.core.redaction import redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -345,12 +346,13 @@ def content_digest(frame: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ safety
-_USERINFO_RE = re.compile(r"^(?P<scheme>[A-Za-z][\w+.\-]*://)(?P<user>[^/@:]*)(:[^/@]*)?@")
-
-
 def redact_uri(uri: str) -> str:
-    """``scheme://user:secret@host/p?sig=...`` -> ``scheme://user:***@host/p?***``: safe to record."""
-    out = _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m.group(3) else m.group(0), uri)
+    """``scheme://user:secret@host/p?sig=...`` -> ``scheme://***@host/p?***``: safe to record.
+
+    Credentials go through the package's one redaction function; a URI's query string is masked too,
+    since presigned URLs carry their signature there.
+    """
+    out = redact(uri)
     if "://" in out and "?" in out:
         out = out.split("?", 1)[0] + "?***"
     return out
@@ -358,7 +360,7 @@ def redact_uri(uri: str) -> str:
 
 def _scrub(message: str, source: str) -> str:
     """Remove a URI's secrets from a library's error message that may quote the URI."""
-    return message.replace(source, redact_uri(source)) if source != redact_uri(source) else message
+    return redact(message.replace(source, redact_uri(source)))
 
 
 def _clip(text: str, limit: int = _RECORDED_QUERY_CHARS) -> str:

@@ -36,6 +36,13 @@ DATASET_ROWS: Final = "saga.lineage.dataset_rows"
 PACKAGE_VERSION: Final = "saga.lineage.package_version"
 DAG_FILE_HASH: Final = "saga.lineage.dag_file_hash"
 ESTIMATOR: Final = "saga.lineage.estimator"
+ORIGIN: Final = "saga.lineage.origin"  # trained | cache | external: how the version's model came to be
+MODEL_FLAVOR: Final = "saga.lineage.model_flavor"  # sklearn | xgboost | lightgbm | pyfunc | ...
+MODEL_CLASS: Final = "saga.lineage.model_class"
+TRAINING_FUNCTION: Final = "saga.lineage.training_function"  # module:qualname of a user training function
+FUNCTION_HASH: Final = "saga.lineage.function_sha256"  # of its source code (also in the cache key)
+SOURCE_MODEL_URI: Final = "saga.lineage.source_model_uri"  # an external URI as the user gave it
+SOURCE_REGISTRY: Final = "saga.lineage.source_registry_version"  # "<model>/<version>" it was copied from
 AIRFLOW_DAG_ID: Final = "saga.airflow.dag_id"
 AIRFLOW_RUN_ID: Final = "saga.airflow.run_id"
 AIRFLOW_TASK_ID: Final = "saga.airflow.task_id"
@@ -55,6 +62,13 @@ GATE_SUMMARY: Final = "saga.gate.summary"
 CACHE_KEY: Final = "saga.cache_key"
 CACHE_HIT: Final = "saga.cache.hit"  # "true" on a run that reused another run's model
 CACHE_SOURCE_RUN: Final = "saga.cache.source_run_id"
+# A version reused by a later cache hit (or a second registration of the same logged model): one tag per
+# reusing training run, ``saga.reuse.<run_id>`` = JSON {at, dag_id, dag_run_id, ...}, up to REUSE_CAP;
+# past the cap only the overflow count and the latest reuse are kept.
+REUSE_PREFIX: Final = "saga.reuse."
+REUSE_OVERFLOW: Final = "saga.reuse_overflow.count"
+REUSE_LAST: Final = "saga.reuse_overflow.last"
+REUSE_CAP: Final = 50
 
 # --- rollback / promotion (version tags) ---------------------------------------------------------
 ROLLED_BACK_REASON: Final = "saga.rollback.reason"

@@ -2,8 +2,9 @@
 
 Any connection whose hook is a common-sql ``DbApiHook`` works (PostgreSQL, MySQL, Snowflake, BigQuery,
 SQLite, ...): ``Connection.get_hook()`` picks the provider's hook and its ``get_df`` runs the query. Errors
-are ``DataError``s that name the connection id and never its credentials: the password is removed from
-any driver message that might quote it (Airflow also masks it in task logs).
+are ``DataError``s that name the connection id and never its credentials: the password is registered with
+``core.redaction`` and removed from any driver message that might quote it (Airflow masks it in task logs
+too).
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from airflow_saga.core.errors import DataError
+from airflow_saga.core.redaction import redact, register_secret
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def _scrub(message: str, secrets: tuple[str | None, ...]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            message = message.replace(secret, "***")
-    return message
 
 
 def read_sql(conn_id: str, query: str) -> pd.DataFrame:
@@ -32,13 +27,12 @@ def read_sql(conn_id: str, query: str) -> pd.DataFrame:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException as exc:
         raise DataError(f"data_source: Airflow connection {conn_id!r} does not exist") from exc
-    secrets = (conn.password,)
+    register_secret(conn.password)
     try:
         hook = conn.get_hook()
     except Exception as exc:
         raise DataError(
-            f"data_source: connection {conn_id!r} (type {conn.conn_type!r}) has no usable hook: "
-            f"{_scrub(str(exc), secrets)}"
+            f"data_source: connection {conn_id!r} (type {conn.conn_type!r}) has no usable hook: {redact(exc)}"
         ) from None
     run = getattr(hook, "get_df", None)
     if run is None:
@@ -49,7 +43,7 @@ def read_sql(conn_id: str, query: str) -> pd.DataFrame:
     try:
         return run(query, df_type="pandas")
     except Exception as exc:  # the driver's own error types differ per database
-        first = _scrub(str(exc), secrets).strip().splitlines()
+        first = redact(exc).strip().splitlines()
         raise DataError(
             f"data_source: SQL query on connection {conn_id!r} failed: {type(exc).__name__}: "
             f"{' '.join(first[:3])[:1000]}"

@@ -15,11 +15,13 @@ __all__ = [
     "QualityGateOperator",
     "RegisterModelOperator",
     "RollbackModelOperator",
+    "TrainFunctionOperator",
     "TrainModelOperator",
 ]
 
 _LAZY = {
     "TrainModelOperator": "airflow_saga.operators.train",
+    "TrainFunctionOperator": "airflow_saga.operators.train",
     "EvaluateModelOperator": "airflow_saga.operators.evaluate",
     "QualityGateOperator": "airflow_saga.operators.gate",
     "RegisterModelOperator": "airflow_saga.operators.register",
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from airflow_saga.operators.promote import PromoteModelOperator
     from airflow_saga.operators.register import RegisterModelOperator
     from airflow_saga.operators.rollback import RollbackModelOperator
-    from airflow_saga.operators.train import TrainModelOperator
+    from airflow_saga.operators.train import TrainFunctionOperator, TrainModelOperator
 
 
 def __getattr__(name: str):

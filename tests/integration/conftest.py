@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,22 @@ def xcom(dag_run, task_id: str, key: str = "return_value"):
         return None
     value = row[0]
     return json.loads(value) if isinstance(value, str) else value
+
+
+TEST_DAGS_DIR = Path(__file__).parent / "dags"
+
+
+def load_test_dag(file_name: str, dag_id: str):
+    """A DAG from ``tests/integration/dags/<file_name>``, parsed fresh and written to the metadata DB.
+
+    ``dag.test()`` only finds DAGs it can serialise from a configured bundle; test DAGs live outside the
+    shipped ``dags/`` folder, so they are synced under the ``dags-folder`` bundle first (needs airflow_db).
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    bag = DagBag(dag_folder=str(TEST_DAGS_DIR / file_name))
+    assert not bag.import_errors, bag.import_errors
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)
+    return bag.get_dag(dag_id)

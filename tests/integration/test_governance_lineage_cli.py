@@ -148,6 +148,14 @@ def test_cli_governance_round_trip(mlflow_client, mlflow_server, model_name, cap
     assert json.loads(out)["version"]["status"] == T.REJECTED
     code, out, _ = saga("lineage", "--dataset", "c11d1g02", "--json")
     assert [r["version"] for r in json.loads(out)] == [v2]
+    # as the README shows it (issue 9): --model narrows --dataset to one registered model
+    code, out, _ = saga("lineage", "--dataset", "c11d1g02", "--model", model_name, "--json")
+    assert code == 0 and [r["version"] for r in json.loads(out)] == [v2]
+    code, out, _ = saga("lineage", "--dataset", "c11d1g02", "--model", "another-model")
+    assert code == 0 and "(no matching versions)" in out
+    with pytest.raises(SystemExit):
+        saga("lineage", "--model", model_name)  # --model without --dataset is a usage error
+    assert "--model filters --dataset" in capsys.readouterr().err
     code, out, _ = saga("lineage", "--dag-run", "saga_training_pipeline", "scheduled__y")
     assert code == 0 and f"{model_name} v{v2}" in out
     code, _, err = saga("lineage", model_name + "-nope")

@@ -14,6 +14,7 @@ from tests.conftest import DAGS_DIR, REPO
 pytestmark = pytest.mark.integration
 
 HEAVY = ("mlflow", "sklearn", "pandas", "evidently")
+WIRING_DAG = REPO / "tests" / "integration" / "dags" / "saga_test_wiring.py"
 
 
 def test_importing_dags_and_operators_loads_no_ml_library():
@@ -23,7 +24,10 @@ import airflow_saga.operators as ops
 for name in ops.__all__:
     getattr(ops, name)  # every exported operator imports (a broken one fails this test, never skips)
 import airflow_saga.hooks.mlflow, airflow_saga.operators.base, airflow_saga.core.runs
-for path in sorted(glob.glob({str(DAGS_DIR)!r} + "/*.py")):
+# issue 9: the training-function decorator and the modules behind it (a DAG with @task.saga_train too)
+import airflow_saga.decorators, airflow_saga.hooks.sql, airflow_saga.core.sources
+import airflow_saga.core.training, airflow_saga.core.registration, airflow_saga.operators._util
+for path in sorted(glob.glob({str(DAGS_DIR)!r} + "/*.py")) + [{str(WIRING_DAG)!r}]:
     runpy.run_path(path)
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))
 """

@@ -93,7 +93,11 @@ def test_second_run_compares_against_champion_and_impossible_threshold_blocks(
     assert mlflow_client.get_registered_model(model_name).aliases == {T.CHAMPION: "1", T.CHALLENGER: "2"}
 
 
-def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_name):
+def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_name, mlflow_server, capsys):
+    """The pipeline twice with cache on: one version, both Airflow runs in its lineage, one promotion."""
+    from airflow_saga.cli import main
+    from airflow_saga.core import lineage_query, promotion
+
     conf = {
         "model_name": model_name,
         "cache": True,
@@ -103,14 +107,50 @@ def test_cache_hit_reuses_model_and_says_so(training_dag, mlflow_client, model_n
     # dag.test() drops earlier runs of the same DAG, so read each run's results before the next one.
     dr1 = run_dag(training_dag, conf)
     assert dr1.state == "success", task_states(dr1)
-    t1 = xcom(dr1, "train")
+    t1, reg1 = xcom(dr1, "train"), xcom(dr1, "register")
+    assert task_states(dr1)["promote"] == "success"
     dr2 = run_dag(training_dag, conf)
     assert dr2.state == "success", task_states(dr2)
-    t2 = xcom(dr2, "train")
-    assert t1["cache_hit"] is False and t2["cache_hit"] is True
+    t2, reg2 = xcom(dr2, "train"), xcom(dr2, "register")
+    assert t1["cache_hit"] is False and t2["cache_hit"] is True and t2["origin"] == "cache"
     assert t2["model_uri"] == t1["model_uri"] and t2["cache_source_run_id"] == t1["run_id"]
     tags = mlflow_client.get_run(t2["run_id"]).data.tags
     assert tags[T.CACHE_HIT] == "true" and tags[T.CACHE_SOURCE_RUN] == t1["run_id"]
+
+    # One model, one version: the hit returned version 1 and skipped approval and promotion.
+    assert reg1["created"] is True and reg2 == {
+        **reg2,
+        "version": reg1["version"],
+        "created": False,
+        "reused": True,
+    }
+    assert [v.version for v in _versions(mlflow_client, model_name)] == [reg1["version"]]
+    states = task_states(dr2)
+    assert states["already_registered"] == "success"
+    assert states["promote"] == "skipped" and states["auto_approved"] == "skipped"
+    history = promotion.history(mlflow_client, model_name)
+    assert [(h["action"], h["to"]) for h in history] == [("promote", reg1["version"])]
+    assert mlflow_client.get_registered_model(model_name).aliases == {T.CHAMPION: reg1["version"]}
+
+    # Both Airflow runs are in the version's lineage; the human form says who actually fitted it.
+    story = lineage_query.lineage(mlflow_client, model_name, reg1["version"])
+    assert story["airflow"]["run_id"] == dr1.run_id
+    reuses = story["reuses"]["entries"]
+    assert [(e["dag_run_id"], e["run_id"], e["fitted_by"]) for e in reuses] == [
+        (dr2.run_id, t2["run_id"], t1["run_id"])
+    ]
+    assert main(["lineage", model_name, reg1["version"], "--tracking-uri", mlflow_server.url]) == 0
+    text = capsys.readouterr().out
+    assert "reused by 1 later cache hit(s)" in text and f"fitted by run {t1['run_id']}" in text
+    assert dr2.run_id in text and t2["run_id"] in text
+
+    # A retry of the second run's register records nothing twice.
+    from airflow_saga.core.registration import register_candidate
+
+    again = register_candidate(mlflow_client, model_name, training=t2)
+    assert again["reused"] and again["version"] == reg1["version"]
+    story = lineage_query.lineage(mlflow_client, model_name, reg1["version"])
+    assert len(story["reuses"]["entries"]) == 1
 
 
 @pytest.mark.parametrize(
