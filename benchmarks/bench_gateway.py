@@ -32,6 +32,10 @@ gateway's offered loads it would just queue without bound. Capture completeness 
 by counting records against every request sent (warm-up included).
 
 Run from the repository root:  python benchmarks/bench_gateway.py [--only abcde] [--repeats 7]
+
+Two more suites (``benchmarks/gateway_scale.py``): ``--suite scale`` (Open Inference Protocol V2 against
+MLServer and ``mlflow models serve``, 1 worker against 2, batching off against on, at 8, 32 and 64
+connections with wrk) and ``--suite large`` (small-request latency while 100k-row requests arrive).
 """
 
 from __future__ import annotations
