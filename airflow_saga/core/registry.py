@@ -12,7 +12,6 @@ that a ``runs:/``, ``models:/`` or logged-model URI exists and finds the run beh
 from __future__ import annotations
 
 import dataclasses
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -99,10 +98,6 @@ def _q(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ any model URI
-_RUNS_RE = re.compile(r"^runs:/(?P<run>[0-9A-Za-z_\-]+)/(?P<path>.+)$")
-_MODEL_ID_RE = re.compile(r"^m-[0-9A-Za-z]+$")
-
-
 @dataclasses.dataclass(frozen=True)
 class ResolvedModel:
     """Where a model URI given by a user really points, checked to exist.
@@ -123,125 +118,51 @@ class ResolvedModel:
 
 def resolve_model_uri(client: MlflowClient, uri: str, *, field: str = "model_uri") -> ResolvedModel:
     """Resolve ``runs:/<run>/<path>``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``,
-    ``models:/m-<id>`` or a bare ``m-<id>``; RegistryError naming the URI when it does not exist."""
+    ``models:/m-<id>`` or a bare ``m-<id>`` (through ``core.scoring.resolve_model``, the one resolver) and
+    check that a model is really there; RegistryError naming the URI when it is not."""
     from mlflow.exceptions import MlflowException
+
+    from airflow_saga.core.errors import ModelError
+    from airflow_saga.core.scoring import resolve_model
 
     if not isinstance(uri, str) or not uri.strip():
         raise RegistryError(
             f"{field} is empty; give runs:/<run>/<path>, models:/<name>/<version|@alias> or m-<id>"
         )
     given = uri.strip()
-    text = f"models:/{given}" if _MODEL_ID_RE.match(given) else given
+    if not given.startswith(("runs:/", "models:/", "m-")):
+        raise RegistryError(
+            f"{field} {given!r} is not a model URI; use runs:/<run>/<path>, models:/<name>/<version>, "
+            "models:/<name>@<alias>, models:/m-<id> or m-<id>"
+        )
     try:
-        if text.startswith("models:/"):
-            rest = text.removeprefix("models:/")
-            if _MODEL_ID_RE.match(rest):
-                return _from_logged_model(client, given, rest, None, field)
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                mv = _registry_lookup(
-                    client, given, field, lambda: client.get_model_version_by_alias(name, alias)
-                )
-            else:
-                name, _, version = rest.rpartition("/")
-                if not name or not version:
-                    raise RegistryError(
-                        f"{field} {given!r} must be models:/<name>/<version> or models:/<name>@<alias>"
-                    )
-                mv = _registry_lookup(client, given, field, lambda: client.get_model_version(name, version))
-            inner = resolve_model_uri(client, mv.source, field=field)
-            return dataclasses.replace(
-                inner,
-                given_uri=given,
-                run_id=inner.run_id or mv.run_id,
-                registry_version=f"{mv.name}/{mv.version}",
-            )
-        m = _RUNS_RE.match(text)
-        if m:
-            return _from_run(client, given, m["run"], m["path"].strip("/"), field)
+        ref = resolve_model(client, given)
+        flavor = None
+        if ref.model_id:
+            logged = client.get_logged_model(ref.model_id)
+            status = str(getattr(logged.status, "name", logged.status) or "")
+            if status and "READY" not in status.upper():
+                raise RegistryError(f"{field} {given!r}: logged model {ref.model_id} is {status}, not READY")
+            if "MLmodel" not in {f.path for f in client.list_logged_model_artifacts(ref.model_id)}:
+                raise RegistryError(f"{field} {given!r}: logged model {ref.model_id} has no MLmodel file")
+            flavor = getattr(logged, "model_type", None) or None
+        run_tags = dict(client.get_run(ref.source_run_id).data.tags) if ref.source_run_id else {}
+    except ModelError as exc:
+        raise RegistryError(f"{field}: {exc}") from exc
     except MlflowException as exc:
         if _missing(exc):
             raise RegistryError(f"{field} {given!r} does not exist: {exc.message}") from exc
         raise
-    raise RegistryError(
-        f"{field} {given!r} is not a model URI; use runs:/<run>/<path>, models:/<name>/<version>, "
-        "models:/<name>@<alias>, models:/m-<id> or m-<id>"
-    )
-
-
-def _registry_lookup(client: MlflowClient, given: str, field: str, get: Any) -> ModelVersion:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return get()
-    except MlflowException as exc:
-        if _missing(exc):
-            raise RegistryError(f"{field} {given!r} does not exist in the registry: {exc.message}") from exc
-        raise
-
-
-def _from_logged_model(
-    client: MlflowClient, given: str, model_id: str, run_tags: dict[str, str] | None, field: str
-) -> ResolvedModel:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        lm = client.get_logged_model(model_id)
-    except MlflowException as exc:
-        if _missing(exc):
-            raise RegistryError(f"{field} {given!r}: there is no logged model {model_id!r}") from exc
-        raise
-    status = str(getattr(lm.status, "name", lm.status) or "")
-    if status and "READY" not in status.upper():
-        raise RegistryError(f"{field} {given!r}: logged model {model_id} is {status}, not READY")
-    files = {f.path for f in client.list_logged_model_artifacts(model_id)}
-    if "MLmodel" not in files:
-        raise RegistryError(f"{field} {given!r}: logged model {model_id} has no MLmodel file (not a model)")
-    run_id = lm.source_run_id or None
-    if run_tags is None and run_id:
-        try:
-            run_tags = dict(client.get_run(run_id).data.tags)
-        except MlflowException:
-            run_tags = {}
     return ResolvedModel(
         given_uri=given,
-        model_uri=f"models:/{model_id}",
-        run_id=run_id,
-        model_id=model_id,
-        registry_version=None,
-        flavor=getattr(lm, "model_type", None) or None,
-        run_tags=run_tags or {},
-    )
-
-
-def _from_run(client: MlflowClient, given: str, run_id: str, path: str, field: str) -> ResolvedModel:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if _missing(exc):
-            raise RegistryError(f"{field} {given!r}: run {run_id!r} does not exist") from exc
-        raise
-    tags = dict(run.data.tags)
-    page = client.search_logged_models([run.info.experiment_id], filter_string=f"name = '{_q(path)}'")
-    for lm in page:
-        if lm.source_run_id == run_id:
-            return _from_logged_model(client, given, lm.model_id, tags, field)
-    files = {f.path for f in client.list_artifacts(run_id, path)}
-    if f"{path}/MLmodel" not in files:
-        raise RegistryError(
-            f"{field} {given!r}: run {run_id} has no model at {path!r} (no logged model of that name and no "
-            f"{path}/MLmodel artifact)"
-        )
-    return ResolvedModel(
-        given_uri=given,
-        model_uri=given,
-        run_id=run_id,
-        model_id=None,
-        registry_version=None,
-        flavor=None,
-        run_tags=tags,
+        model_uri=f"models:/{ref.model_id}" if ref.model_id else ref.artifact_uri,
+        run_id=ref.source_run_id,
+        model_id=ref.model_id,
+        registry_version=None
+        if ref.registered_name is None
+        else f"{ref.registered_name}/{ref.registered_version}",
+        flavor=flavor,
+        run_tags=run_tags,
     )
 
 

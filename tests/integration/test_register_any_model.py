@@ -93,14 +93,20 @@ def test_registry_uri_records_the_version_it_came_from(mlflow_client, model_name
     [
         (
             lambda o: "runs:/0123456789abcdef0123456789abcdef/model",
-            "run '0123456789abcdef0123456789abcdef' does not",
+            "model URI 'runs:/0123456789abcdef0123456789abcdef/model' does not exist",
         ),
-        (lambda o: f"runs:/{o['run']}/nope", "has no model at 'nope'"),
-        (lambda o: "models:/no-such-model-xyz/1", "does not exist in the registry"),
-        (lambda o: f"models:/{o['other']}/99", "does not exist in the registry"),
-        (lambda o: f"models:/{o['other']}@nope", "does not exist in the registry"),
-        (lambda o: "m-00000000000000000000000000000000", "there is no logged model"),
-        (lambda o: "models:/m-00000000000000000000000000000000", "there is no logged model"),
+        (lambda o: f"runs:/{o['run']}/nope", "run [0-9a-f]+ has no model at 'nope'"),
+        (lambda o: "models:/no-such-model-xyz/1", "'models:/no-such-model-xyz/1' does not exist"),
+        (lambda o: f"models:/{o['other']}/99", "/99' does not exist"),
+        (lambda o: f"models:/{o['other']}@nope", "@nope' does not exist"),
+        (
+            lambda o: "m-00000000000000000000000000000000",
+            "m-00000000000000000000000000000000' does not exist",
+        ),
+        (
+            lambda o: "models:/m-00000000000000000000000000000000",
+            "m-00000000000000000000000000000000' does not exist",
+        ),
         (lambda o: "s3://bucket/model", "is not a model URI"),
         (lambda o: "", "model_uri is empty"),
     ],
