@@ -106,12 +106,12 @@ def _serve_fails(tracking_uri: str, tmp_path) -> tuple[int, float, str]:
 def test_dead_or_hung_mlflow_fails_the_start_with_a_clear_error(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens
     code, _, out = _serve_fails(dead, tmp_path)
-    assert code != 0 and f"MLflow server at {dead} is unreachable" in out, out[-2000:]
+    assert code != 0 and f"MLflow at {dead} is unreachable" in out, out[-2000:]
     # hung: the kernel completes the TCP handshake into the backlog, but nothing ever answers
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(16)
         hung = f"http://127.0.0.1:{s.getsockname()[1]}"
         code, _, out = _serve_fails(hung, tmp_path)
-    assert code != 0 and f"MLflow server at {hung} is unreachable" in out, out[-2000:]
+    assert code != 0 and f"MLflow at {hung} is unreachable" in out, out[-2000:]
     assert "Traceback" not in out, out[-2000:]
