@@ -68,8 +68,8 @@ def measure(quick: bool = False, cases: int | None = None, seed: int = 20261202)
         row(
             "gateway bodies: cases",
             res.cases,
-            ">= 10,000" if not quick else None,
-            res.cases >= 10_000 or None,
+            ">= 10,000",
+            res.cases >= 10_000,
         ),
         row("gateway bodies: ok (2xx)", res.ok, None, None),
         row("gateway bodies: package error (4xx)", res.package_error, None, None),
