@@ -1,20 +1,30 @@
 """Data drift of a capture window against the served version's baseline, judged with Evidently 0.7.
 
-How the verdict stays Evidently's while costing a fraction of it
+How the verdict stays Evidently's, on windows larger than memory
     Evidently's ``DataDriftPreset`` over 1M rows spends ~50 s, mostly building per-column plots,
-    histograms and correlation tables over the full current data, and peaks near 1.4 GB. The statistics
-    that decide drift are cheap. So we split the two jobs:
+    histograms and correlation tables over the full current data, and peaks near 1.4 GB; its memory grows
+    with the window. The statistics that decide drift are cheap, and need far less than the rows. So:
 
-    * **Verdict, on every row of the window.** For each feature we pick the method exactly as
-      ``DataDriftPreset`` would (Evidently's own default selection, run on the full window, unless the
-      user configured one), and call Evidently's registered stat test (the same function its ``ValueDrift``
-      calls) on the full reference and the full window, after the same NaN/inf cleaning. Score, threshold
-      and per-feature verdict are therefore identical to raw ``DataDriftPreset`` on the whole window, as
-      is the dataset verdict (drifted share >= ``drift_share``).
+    * **Verdict, on every row of the window, in bounded memory.** The window is read in chunks
+      (``core.capture_scan.iter_capture``); each chunk is folded into one mergeable summary per feature
+      (``core.drift_stream``), and each feature's test runs on its summary. For each feature the method
+      is the one ``DataDriftPreset`` would pick (Evidently's own default selection, unless configured) and
+      the test is Evidently's registered stat test, after the same NaN/inf cleaning. Every test is exact
+      except the Wasserstein distance on a continuous feature, whose value carries a computed error bound
+      (~1e-7 in normed units for 50k reference rows; see ``core.drift_stream``), so scores, per-feature
+      verdicts and the dataset verdict (drifted share >= ``drift_share``) are those of raw
+      ``DataDriftPreset`` on the whole window.
     * **Report, on a uniform sample.** The HTML report and the Evidently-workspace snapshot come from the
-      current ``Report([DataDriftPreset(...)])`` API run on a uniform random sample (default 100k rows,
-      without replacement, seeded by the window) with the methods and thresholds pinned to those of the
-      verdict. Its per-feature scores are estimates of the full-window ones and are shown next to them.
+      current ``Report([DataDriftPreset(...)])`` API run on a uniform sample of the window (default 100k
+      rows, reservoir-sampled over the chunks, seeded by the window) with the methods and thresholds
+      pinned to those of the verdict. Its per-feature scores are estimates of the full-window ones and are
+      shown next to them.
+
+Which rows: the monitored version's traffic, once
+    A window's rows are those served by the monitored version (``model_version``) or mirrored to it as a
+    shadow (``shadow_model_version``), each (``inference_id``, ``row``) counted once: a request captured
+    twice (a shadow process that died between writing and acknowledging) is dropped the second time, and
+    counted in ``window.duplicates``. Traffic of other versions in the window is counted, not judged.
 
 Edge cases give a clear outcome: an empty or too-small window raises ``InsufficientDataError`` (the
 monitor skips); features of the baseline missing from the capture, or entirely missing (all NaN) in the
@@ -22,12 +32,12 @@ window, are reported and count as drifted (traffic without a feature the model n
 features the baseline lacks are listed and ignored; a model without a baseline raises ``NoBaselineError``.
 
 Model quality, when ground truth exists
-    Labels sent to the gateway's ``/feedback`` are joined to the window's captured predictions of the served
-    version (as the shadow comparison does). With at least ``min_labelled_rows`` labelled rows, Evidently's
+    Labels sent to the gateway's ``/feedback`` are joined to the window's captured predictions of the
+    monitored version. With at least ``min_labelled_rows`` labelled rows, Evidently's
     ``ClassificationPreset`` (binary or multiclass, on labels) or ``RegressionPreset`` gives the served
-    model's quality on them (``result["quality"]``, a second report). It informs only: the drift verdict is
-    unchanged. Too few labels skip it with a note; when Evidently cannot compute it (e.g. a constant
-    regression error, "Too many bins for data range") the metrics come from numpy and the note says so.
+    model's quality on them (``result["quality"]``, a second report). When Evidently cannot compute it
+    (e.g. a constant regression error, "Too many bins for data range") the metrics come from numpy and the
+    note says so. Before labels arrive, ``core.estimation`` estimates the same quality without them.
 """
 
 from __future__ import annotations
@@ -40,10 +50,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.baselines import CATEGORICAL, NUMERICAL
 from airflow_saga.core.errors import DataError
-from airflow_saga.core.shadow import InsufficientDataError, finite
+from airflow_saga.core.statistics import finite
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
     from airflow_saga.core.baselines import Baseline
 
@@ -64,11 +78,31 @@ QUALITY_METRICS = {
     "MeanError": "mean_error",
     "AbsMaxError": "abs_max_error",
 }
+#: Quality metrics where higher is better (a threshold is a minimum); every other one is a loss (maximum).
+HIGHER_IS_BETTER = ("accuracy", "f1", "f1_macro", "f1_weighted", "roc_auc", "precision", "recall", "r2")
+QUALITY_SOURCES = ("estimated", "realised")
+#: Capture columns the drift pass reads besides the features.
+META_COLUMNS = [
+    "inference_id",
+    "row",
+    "model_version",
+    "shadow_model_version",
+    "prediction",
+    "shadow_prediction",
+]
+
+
+class InsufficientDataError(DataError):
+    """The window holds too little traffic to judge; the monitor should skip, not decide."""
 
 
 @dataclasses.dataclass
 class DriftConfig:
-    """Thresholds and methods; ``None`` means Evidently's default. Keys follow ``DataDriftPreset``."""
+    """Thresholds and methods; ``None`` means Evidently's default. Keys follow ``DataDriftPreset``.
+
+    Quality: ``quality_thresholds`` maps a metric to its limit (a minimum for accuracy, f1, roc_auc, r2,
+    ...; a maximum for mae, rmse, ...), applied to the estimated and/or realised quality named in
+    ``quality_alert_on``; crossing one makes the outcome ``degraded`` (alert and retraining Asset)."""
 
     drift_share: float = 0.5
     method: str | None = None
@@ -83,6 +117,13 @@ class DriftConfig:
     min_rows: int = 100
     min_labelled_rows: int = 30
     task: str = "auto"
+    batch_rows: int = 200_000
+    estimate: bool = True
+    estimation_rows: int = 50_000
+    estimation_chunks: int = 6
+    estimation_boot: int = 200
+    quality_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    quality_alert_on: list[str] = dataclasses.field(default_factory=lambda: list(QUALITY_SOURCES))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DriftConfig:
@@ -91,11 +132,42 @@ class DriftConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise DataError(f"unknown drift threshold setting(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**data)
+        try:
+            cfg = cls(**data)
+        except TypeError as exc:  # pragma: no cover - guarded by the known-keys check
+            raise DataError(f"bad drift settings {data}: {exc}") from exc
         if not 0 < cfg.drift_share <= 1:
             raise DataError(f"drift_share must be in (0, 1], got {cfg.drift_share}")
         if cfg.task not in TASKS:
             raise DataError(f"task must be one of {list(TASKS)}, got {cfg.task!r}")
+        for name in ("sample_rows", "min_rows", "min_labelled_rows", "batch_rows", "estimation_rows"):
+            value = getattr(cfg, name)
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < (1 if name != "sample_rows" else 0)
+            ):
+                raise DataError(f"{name} must be a positive whole number, got {value!r}")
+        if not isinstance(cfg.estimation_chunks, int) or not 1 <= cfg.estimation_chunks <= 100:
+            raise DataError(
+                f"estimation_chunks must be a whole number in [1, 100], got {cfg.estimation_chunks!r}"
+            )
+        if not isinstance(cfg.estimation_boot, int) or not 20 <= cfg.estimation_boot <= 5000:
+            raise DataError(
+                f"estimation_boot must be a whole number in [20, 5000], got {cfg.estimation_boot!r}"
+            )
+        if not isinstance(cfg.quality_thresholds, dict):
+            raise DataError(
+                f"quality_thresholds must be an object of metric: limit, got {cfg.quality_thresholds!r}"
+            )
+        for k, v in cfg.quality_thresholds.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise DataError(f"quality_thresholds[{k!r}] must be a number, got {v!r}")
+        bad = [s for s in cfg.quality_alert_on if s not in QUALITY_SOURCES]
+        if bad or not isinstance(cfg.quality_alert_on, list):
+            raise DataError(
+                f"quality_alert_on must be a list of {list(QUALITY_SOURCES)}, got {cfg.quality_alert_on!r}"
+            )
         return cfg
 
     def method_for(self, column: str, kind: str) -> str | None:
@@ -112,42 +184,26 @@ class DriftConfig:
         return t if t is not None else self.threshold
 
 
-def _ctype(kind: str) -> Any:
-    from airflow_saga.core.compat import evidently_column_type
-
-    return evidently_column_type(kind == NUMERICAL)
+# --- typing values like the baseline ----------------------------------------------------------------------
 
 
-def _clean(s: pd.Series) -> pd.Series:
-    """Evidently's cleaning before a stat test: inf -> NaN, then drop NaN."""
+def as_category(s: pd.Series) -> pd.Series:
+    """Category values as strings, the same for the reference and the capture: integral floats (JSON
+    numbers read as float64) print as integers, so 1 and 1.0 are one category; missing stays None."""
     import numpy as np
 
     if s.dtype.kind == "f":
         values = s.to_numpy()
-        return s[np.isfinite(values)]
-    return s.dropna()
-
-
-def column_drift(
-    ref: pd.Series, cur: pd.Series, kind: str, method: str | None, threshold: float | None
-) -> dict:
-    """One feature's drift exactly as Evidently's ``ValueDrift`` computes it (method resolution included)."""
-    from airflow_saga.core.compat import evidently_stattest
-
-    ctype = _ctype(kind)
-    test = evidently_stattest(ref, cur, ctype, method)
-    result = test(ref, cur, ctype, threshold)
-    return {
-        "method": test.name,
-        "method_name": test.display_name,
-        "threshold": float(result.actual_threshold),
-        "score": float(result.drift_score),
-        "drifted": bool(result.drifted),
-    }
+        ok = np.isfinite(values)
+        if ok.any() and np.all(values[ok] == np.round(values[ok])):
+            s = s.astype("Int64")
+    elif s.dtype.kind == "b" or str(s.dtype) == "boolean":
+        s = s.map({True: "True", False: "False"}, na_action="ignore")
+    return s.astype("string").astype(object).where(s.notna(), None)
 
 
 def _coerce(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
-    """Capture values typed like the baseline: numbers as float64, categories as strings."""
+    """Values typed like the baseline: numbers as float64, categories as strings."""
     import pandas as pd
 
     out = {}
@@ -156,26 +212,17 @@ def _coerce(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
         if types.get(c) == NUMERICAL:
             out[c] = pd.to_numeric(s, errors="coerce").astype("float64")
         else:
-            out[c] = s.astype("string").astype(object).where(s.notna(), None)
+            out[c] = as_category(s)
     return pd.DataFrame(out, index=frame.index)
 
 
-def read_current(
-    root: str, model_name: str, start: Any, end: Any, version: str | None = None
-) -> pd.DataFrame:
-    """Feature columns of the window (``version`` keeps only rows served by that version)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _clean(s: pd.Series) -> pd.Series:
+    """Evidently's cleaning before a stat test: inf -> NaN, then drop NaN."""
+    import numpy as np
 
-    from airflow_saga.core.capture_scan import FEATURE_PREFIX, scan_capture
-
-    table = scan_capture(root, model_name, start, end, ["model_version"], features=True)
-    if version is not None and "model_version" in table.column_names and table.num_rows:
-        table = table.filter(pc.equal(table.column("model_version").cast(pa.string()), str(version)))
-    feats = [c for c in table.column_names if c.startswith(FEATURE_PREFIX)]
-    frame = table.select(feats).to_pandas()
-    frame.columns = [c[len(FEATURE_PREFIX) :] for c in feats]
-    return frame
+    if s.dtype.kind == "f":
+        return s[np.isfinite(s.to_numpy())]
+    return s.dropna()
 
 
 def sample_rows(n: int, k: int, seed: int) -> Any:
@@ -191,6 +238,334 @@ def window_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
+# --- reading the monitored version's rows ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class VersionRows:
+    """What a pass over the window saw: rows of the monitored version, duplicates, other versions."""
+
+    version: str | None
+    rows: int = 0
+    duplicates: int = 0
+    other_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "duplicates": self.duplicates, "other_versions": self.other_versions}
+
+
+def version_chunks(
+    chunks: Iterable[pa.Table], version: str | None, seen: VersionRows, *, include_shadow: bool = True
+) -> Iterator[pa.Table]:
+    """The chunks' rows served by (or mirrored to) ``version``, each (inference_id, row) once, with a
+    ``_prediction`` column holding that version's prediction. ``version=None`` keeps every row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from airflow_saga.core.drift_stream import Deduplicator
+    from airflow_saga.core.statistics import to_numpy
+
+    dedupe = Deduplicator()
+    for t in chunks:
+        names = t.column_names
+        n = t.num_rows
+        served = shadow = None
+        if "model_version" in names:
+            mv = t.column("model_version").cast(pa.string())
+            if version is not None:
+                served = pc.fill_null(pc.equal(mv, str(version)), False)
+                other = pc.value_counts(mv.filter(pc.invert(served)).drop_null()).to_pylist()
+                for d in other:
+                    seen.other_versions[d["values"]] = seen.other_versions.get(d["values"], 0) + d["counts"]
+        if version is not None and include_shadow and "shadow_model_version" in names:
+            shadow = pc.fill_null(
+                pc.equal(t.column("shadow_model_version").cast(pa.string()), str(version)), False
+            )
+            if served is not None:
+                shadow = pc.and_(shadow, pc.invert(served))
+        if version is None or served is None:
+            keep = np.ones(n, bool)
+            pred = t.column("prediction") if "prediction" in names else pa.nulls(n)
+            pred_np = to_numpy(pred)
+        else:
+            s_np = served.to_numpy(zero_copy_only=False)
+            h_np = shadow.to_numpy(zero_copy_only=False) if shadow is not None else np.zeros(n, bool)
+            keep = s_np | h_np
+            p1 = to_numpy(t.column("prediction")) if "prediction" in names else np.full(n, np.nan)
+            p2 = (
+                to_numpy(t.column("shadow_prediction"))
+                if "shadow_prediction" in names
+                else np.full(n, np.nan)
+            )
+            if p1.dtype != p2.dtype:
+                p1, p2 = p1.astype(object), p2.astype(object)
+            pred_np = np.where(h_np, p2, p1)
+        if "inference_id" in names:
+            ids = t.column("inference_id").cast(pa.string()).to_numpy(zero_copy_only=False)
+            rows = to_numpy(t.column("row")) if "row" in names else np.zeros(n)
+            first = np.zeros(n, bool)
+            idx = np.flatnonzero(keep)
+            first[idx] = dedupe.keep(ids[idx], rows[idx])
+            keep = first
+        if not keep.any():
+            continue
+        mask = pa.array(keep)
+        out = t.filter(mask)
+        out = out.append_column("_prediction", pa.array(pred_np[keep], from_pandas=True))
+        seen.rows += out.num_rows
+        yield out
+    seen.duplicates = dedupe.dropped
+
+
+def read_current(
+    root: str, model_name: str, start: Any, end: Any, version: str | None = None
+) -> pd.DataFrame:
+    """Feature columns of the window as one DataFrame (``version``: its rows only, each once). For small
+    windows and notebooks; the monitor itself never holds the window (``WindowDrift``)."""
+    import pyarrow as pa
+
+    from airflow_saga.core.capture_scan import FEATURE_PREFIX, iter_capture
+
+    seen = VersionRows(version)
+    chunks = list(
+        version_chunks(iter_capture(root, model_name, start, end, META_COLUMNS, features=True), version, seen)
+    )
+    if not chunks:
+        import pandas as pd
+
+        return pd.DataFrame()
+    table = pa.concat_tables(chunks, promote_options="permissive")
+    feats = [c for c in table.column_names if c.startswith(FEATURE_PREFIX)]
+    frame = table.select(feats).to_pandas()
+    frame.columns = [c[len(FEATURE_PREFIX) :] for c in feats]
+    return frame
+
+
+# --- the verdict, streamed ------------------------------------------------------------------------------
+
+
+class WindowDrift:
+    """Folds chunks of a window into per-feature summaries and a report sample; ``result()`` judges.
+
+    Memory: the summaries (a few arrays the size of the reference per numeric feature, value counts per
+    categorical one), one chunk, and the sample; never the window.
+    """
+
+    def __init__(
+        self,
+        baseline: Baseline,
+        config: DriftConfig,
+        *,
+        seed: int = 0,
+        keep_sample: int | None = None,
+        sample_meta: bool = False,
+    ) -> None:
+        from airflow_saga.core.drift_stream import (
+            STREAMED_NUMERIC,
+            CategoricalSummary,
+            NumericSummary,
+            Reservoir,
+        )
+
+        if baseline.reference is None:
+            raise DataError(
+                f"model {baseline.model_name!r} version {baseline.version}: the baseline reference sample "
+                f"was not loaded"
+            )
+        self.baseline, self.config = baseline, config
+        self.types = baseline.types()
+        self.expected = [c for c in baseline.features if c in baseline.reference.columns]
+        self.ref = _coerce(baseline.reference[self.expected], self.types)
+        self.summaries: dict[str, Any] = {}
+        for c in self.expected:
+            if self.types[c] == NUMERICAL:
+                method = config.method_for(c, NUMERICAL)
+                keep = method is not None and method not in STREAMED_NUMERIC
+                self.summaries[c] = NumericSummary.empty(self.ref[c].to_numpy(dtype=float), keep_values=keep)
+            else:
+                self.summaries[c] = CategoricalSummary()
+        self.present: set[str] = set()
+        self.added: set[str] = set()
+        self.rows = 0
+        self.sample_meta = sample_meta
+        size = max(config.sample_rows, keep_sample or 0)
+        self.reservoir = Reservoir(size, seed)
+
+    def update(self, chunk: pa.Table) -> None:
+        """One chunk: ``features.<name>`` columns (and, with ``sample_meta``, capture columns to keep in
+        the sample: timestamp, inference_id, row, ``_prediction``)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from airflow_saga.core.capture_scan import FEATURE_PREFIX
+
+        n = chunk.num_rows
+        if not n:
+            return
+        self.rows += n
+        frame_cols: dict[str, Any] = {}
+        for name in chunk.column_names:
+            if not name.startswith(FEATURE_PREFIX):
+                continue
+            c = name[len(FEATURE_PREFIX) :]
+            if c not in self.summaries:
+                self.added.add(c)
+                continue
+            self.present.add(c)
+            col = chunk.column(name)
+            if self.types[c] == NUMERICAL:
+                values = self._numbers(col)
+                self.summaries[c].update(values)
+                frame_cols[c] = values
+            else:
+                s = as_category(col.to_pandas())
+                vc = s.value_counts(dropna=True)
+                self.summaries[c].update_counts(
+                    vc.index.tolist(), vc.to_numpy().tolist(), int(s.isna().sum())
+                )
+                frame_cols[c] = s.to_numpy(dtype=object)
+        import pandas as pd
+
+        frame = pd.DataFrame(frame_cols)
+        if self.sample_meta:
+            for src, dst in (
+                ("timestamp", "_ts"),
+                ("inference_id", "_iid"),
+                ("row", "_row"),
+                ("_prediction", "_pred"),
+            ):
+                if src in chunk.column_names:
+                    col = chunk.column(src)
+                    frame[dst] = (
+                        col.cast(pa.string()).to_numpy(zero_copy_only=False)
+                        if src in ("timestamp", "inference_id")
+                        else col.to_pandas().to_numpy()
+                    )
+        del pc
+        self.reservoir.update(frame)
+
+    @staticmethod
+    def _numbers(col: pa.ChunkedArray) -> np.ndarray:
+        import pandas as pd
+        import pyarrow as pa
+
+        t = col.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return pd.to_numeric(col.to_pandas(), errors="coerce").to_numpy(
+            dtype="float64", na_value=float("nan")
+        )
+
+    def sample(self) -> pd.DataFrame | None:
+        return self.reservoir.sample()
+
+    def result(
+        self, *, model_name: str | None = None, window: dict[str, Any] | None = None, with_report: bool = True
+    ) -> tuple[dict[str, Any], Any]:
+        """The drift result (JSON) and the Evidently snapshot of the sample (None without ``with_report``)."""
+        from airflow_saga.core.drift_stream import judge_categorical, judge_numeric
+
+        t0 = time.perf_counter()
+        config, baseline, types = self.config, self.baseline, self.types
+        model_name = model_name or baseline.model_name
+        who = f"model {model_name!r} version {baseline.version}"
+        n = self.rows
+        if n < config.min_rows:
+            raise InsufficientDataError(
+                f"{who}: {n} captured row(s) in the window; at least {config.min_rows} are needed to judge "
+                f"drift"
+            )
+        expected = self.expected
+        missing = [c for c in expected if c not in self.present]
+        if len(missing) == len(expected):
+            raise DataError(
+                f"{who}: none of the baseline's features {expected[:10]} is in the capture (capture has "
+                f"{sorted(self.added)[:10]}); is this the right model?"
+            )
+        rows: dict[str, dict[str, Any]] = {}
+        for c in missing:
+            rows[c] = {
+                "type": types[c],
+                "method": MISSING,
+                "score": 1.0,
+                "threshold": 0.0,
+                "drifted": True,
+                "note": "feature of the baseline is missing from the capture",
+            }
+        judged: list[str] = []
+        for c in (c for c in expected if c in self.present):
+            summary = self.summaries[c]
+            ref_c = _clean(self.ref[c])
+            missing_share = float(1 - summary.n / n)
+            if ref_c.empty:
+                rows[c] = {
+                    "type": types[c],
+                    "method": "not judged",
+                    "score": None,
+                    "threshold": None,
+                    "drifted": False,
+                    "note": "the baseline has no values for this feature",
+                    "missing_share": missing_share,
+                }
+                continue
+            if summary.n == 0:
+                rows[c] = {
+                    "type": types[c],
+                    "method": MISSING,
+                    "score": 1.0,
+                    "threshold": 0.0,
+                    "drifted": True,
+                    "note": "every value in the window is missing (NaN/null)",
+                    "missing_share": 1.0,
+                }
+                continue
+            method, thr = config.method_for(c, types[c]), config.threshold_for(c, types[c])
+            if types[c] == NUMERICAL:
+                res = judge_numeric(ref_c, summary, method, thr)
+            else:
+                res = judge_categorical(ref_c, summary, method, thr)
+            rows[c] = {"type": types[c], **res, "missing_share": missing_share}
+            judged.append(c)
+        counted = [c for c, r in rows.items() if r["method"] != "not judged"]
+        drifted = [c for c in counted if rows[c]["drifted"]]
+        share = len(drifted) / len(counted) if counted else 0.0
+        inexact = [c for c in judged if rows[c].get("verdict_exact") is False]
+        result: dict[str, Any] = {
+            "schema": SCHEMA,
+            "model_name": model_name,
+            "version": baseline.version,
+            "baseline": {
+                "reference_uri": baseline.reference_uri,
+                "stats_uri": baseline.stats_uri,
+                "rows": len(baseline.reference),
+            },
+            "window": {**(window or {}), "rows": n},
+            "drift_share_threshold": config.drift_share,
+            "drifted_count": len(drifted),
+            "columns_count": len(counted),
+            "drift_share": share,
+            "dataset_drift": bool(counted) and share >= config.drift_share,
+            "drifted_features": drifted,
+            "features": rows,
+            "schema_changes": {"missing": missing, "added": sorted(self.added)},
+            "verdict_exact": not inexact,
+            "seconds_verdict": round(time.perf_counter() - t0, 3),
+        }
+        if inexact:
+            result["inexact_features"] = inexact
+        snapshot = None
+        sample = self.sample()
+        if with_report and judged and sample is not None and config.sample_rows > 0:
+            t1 = time.perf_counter()
+            if len(sample) > config.sample_rows:
+                sample = sample.iloc[: config.sample_rows]
+            snapshot = evidently_report(self.ref, sample, judged, types, rows, config.drift_share, result)
+            result["report"] = {"sample_rows": len(sample), "seconds": round(time.perf_counter() - t1, 3)}
+            _attach_sample_scores(result, snapshot)
+        return finite(result), snapshot
+
+
 def compute_drift(
     baseline: Baseline,
     current: pd.DataFrame,
@@ -200,103 +575,21 @@ def compute_drift(
     window: dict[str, Any] | None = None,
     with_report: bool = True,
 ) -> tuple[dict[str, Any], Any]:
-    """The drift result (JSON) and the Evidently snapshot of the sample (None without ``with_report``)."""
+    """Drift of an in-memory window (a DataFrame of feature columns): the same result as the streamed
+    monitor gives for the same rows, for scripts and notebooks."""
+    import pyarrow as pa
+
+    from airflow_saga.core.capture_scan import FEATURE_PREFIX
+
     config = config or DriftConfig()
-    t0 = time.perf_counter()
     model_name = model_name or baseline.model_name
-    who = f"model {model_name!r} version {baseline.version}"
-    if baseline.reference is None:
-        raise DataError(f"{who}: the baseline reference sample was not loaded")
-    n = len(current)
-    if n < config.min_rows:
-        raise InsufficientDataError(
-            f"{who}: {n} captured row(s) in the window; at least {config.min_rows} are needed to judge drift"
-        )
-    types = baseline.types()
-    expected = [c for c in baseline.features if c in baseline.reference.columns]
-    missing = [c for c in expected if c not in current.columns]
-    added = sorted(c for c in current.columns if c not in types)
-    if len(missing) == len(expected):
-        raise DataError(
-            f"{who}: none of the baseline's features {expected[:10]} is in the capture (capture has "
-            f"{sorted(current.columns)[:10]}); is this the right model?"
-        )
-    present = [c for c in expected if c not in missing]
-    cur = _coerce(current[present], types)
-    ref = _coerce(baseline.reference[present], types)
-    rows: dict[str, dict[str, Any]] = {}
-    for c in missing:
-        rows[c] = {
-            "type": types[c],
-            "method": MISSING,
-            "score": 1.0,
-            "threshold": 0.0,
-            "drifted": True,
-            "note": "feature of the baseline is missing from the capture",
-        }
-    judged: list[str] = []
-    for c in present:
-        ref_c, cur_c = _clean(ref[c]), _clean(cur[c])
-        missing_share = float(1 - len(cur_c) / n)
-        if ref_c.empty:
-            rows[c] = {
-                "type": types[c],
-                "method": "not judged",
-                "score": None,
-                "threshold": None,
-                "drifted": False,
-                "note": "the baseline has no values for this feature",
-                "missing_share": missing_share,
-            }
-            continue
-        if cur_c.empty:
-            rows[c] = {
-                "type": types[c],
-                "method": MISSING,
-                "score": 1.0,
-                "threshold": 0.0,
-                "drifted": True,
-                "note": "every value in the window is missing (NaN/null)",
-                "missing_share": 1.0,
-            }
-            continue
-        res = column_drift(
-            ref_c, cur_c, types[c], config.method_for(c, types[c]), config.threshold_for(c, types[c])
-        )
-        rows[c] = {"type": types[c], **res, "missing_share": missing_share}
-        judged.append(c)
-    counted = [c for c, r in rows.items() if r["method"] != "not judged"]
-    drifted = [c for c in counted if rows[c]["drifted"]]
-    share = len(drifted) / len(counted) if counted else 0.0
-    result: dict[str, Any] = {
-        "schema": SCHEMA,
-        "model_name": model_name,
-        "version": baseline.version,
-        "baseline": {
-            "reference_uri": baseline.reference_uri,
-            "stats_uri": baseline.stats_uri,
-            "rows": len(baseline.reference),
-        },
-        "window": {**(window or {}), "rows": n},
-        "drift_share_threshold": config.drift_share,
-        "drifted_count": len(drifted),
-        "columns_count": len(counted),
-        "drift_share": share,
-        "dataset_drift": bool(counted) and share >= config.drift_share,
-        "drifted_features": drifted,
-        "features": rows,
-        "schema_changes": {"missing": missing, "added": added},
-        "seconds_verdict": round(time.perf_counter() - t0, 3),
-    }
-    snapshot = None
-    if with_report and judged:
-        t1 = time.perf_counter()
-        idx = sample_rows(n, config.sample_rows, window_seed(model_name, baseline.version, window, n))
-        sample = cur.iloc[idx] if len(idx) < n else cur
-        snapshot = evidently_report(ref, sample, judged, types, rows, config.drift_share, result)
-        result["report"] = {"sample_rows": len(sample), "seconds": round(time.perf_counter() - t1, 3)}
-        _attach_sample_scores(result, snapshot)
-    return finite(result), snapshot
+    seed = window_seed(model_name, baseline.version, window, len(current))
+    acc = WindowDrift(baseline, config, seed=seed)
+    batch = max(config.batch_rows, 1)
+    for off in range(0, len(current), batch):
+        part = current.iloc[off : off + batch]
+        acc.update(pa.Table.from_pandas(part.add_prefix(FEATURE_PREFIX), preserve_index=False))
+    return acc.result(model_name=model_name, window=window, with_report=with_report)
 
 
 def evidently_report(
@@ -353,39 +646,40 @@ def _attach_sample_scores(result: dict[str, Any], snapshot: Any) -> None:
 def read_labelled(
     root: str, model_name: str, start: Any, end: Any, version: str | None = None
 ) -> tuple[pd.DataFrame, int]:
-    """Captured predictions of the window (of ``version``) joined with their ground truth: the labelled rows
-    as ``prediction``/``target`` columns, and the number of captured rows they come from."""
+    """Captured predictions of the window (of ``version``, each row once) joined with their ground truth:
+    the labelled rows as ``prediction``/``target`` columns, and the number of captured rows they come from.
+
+    Feedback is read first: without labels the capture is not read again."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from airflow_saga.core.capture_scan import scan_capture, scan_feedback
-    from airflow_saga.core.shadow import _np, join_labels
+    from airflow_saga.core.capture_scan import iter_capture, scan_feedback
+    from airflow_saga.core.statistics import join_labels, to_numpy
 
     empty = pd.DataFrame({"prediction": pd.Series([], dtype=float), "target": pd.Series([], dtype=float)})
-    table = scan_capture(root, model_name, start, end, ["inference_id", "row", "model_version", "prediction"])
-    if version is not None and "model_version" in table.column_names and table.num_rows:
-        table = table.filter(pc.equal(table.column("model_version").cast(pa.string()), str(version)))
-    if table.num_rows == 0 or "prediction" not in table.column_names:
-        return empty, table.num_rows
+    feedback = scan_feedback(root, model_name, start)
+    seen = VersionRows(version)
+    chunks = version_chunks(iter_capture(root, model_name, start, end, META_COLUMNS), version, seen)
+    if feedback.num_rows == 0 or "ground_truth" not in feedback.column_names:
+        for _ in chunks:  # count the captured rows only
+            pass
+        return empty, seen.rows
+    ids = pc.unique(feedback.column("inference_id").cast(pa.string()))
+    kept = []
+    for t in chunks:
+        t = t.filter(pc.is_in(t.column("inference_id").cast(pa.string()), value_set=ids))
+        if t.num_rows:
+            kept.append(t.select([c for c in ("inference_id", "row", "_prediction") if c in t.column_names]))
+    if not kept:
+        return empty, seen.rows
+    table = pa.concat_tables(kept, promote_options="permissive")
     if "row" not in table.column_names:
         table = table.append_column("row", pa.nulls(table.num_rows))
-    feedback = scan_feedback(root, model_name, start)
-    if feedback.num_rows == 0 or "ground_truth" not in feedback.column_names:
-        return empty, table.num_rows
     truth = join_labels(table, feedback)
-    pred = _np(table.column("prediction"))
+    pred = to_numpy(table.column("_prediction"))
     has = (pd.notna(truth) & pd.notna(pred)).astype(bool)
-    return pd.DataFrame({"prediction": pred[has], "target": truth[has]}), table.num_rows
-
-
-def _tidy_labels(values: Any) -> Any:
-    """Integral float labels (1.0) as int64 so Evidently shows and matches them as 1."""
-    import numpy as np
-
-    if values.dtype.kind == "f" and np.all(values == np.round(values)):
-        return values.astype("int64")
-    return values
+    return pd.DataFrame({"prediction": pred[has], "target": truth[has]}), seen.rows
 
 
 def compute_quality(
@@ -404,7 +698,7 @@ def compute_quality(
     import numpy as np
     import pandas as pd
 
-    from airflow_saga.core.shadow import _same_kind, infer_task
+    from airflow_saga.core.statistics import infer_task, same_kind, tidy_labels
 
     config = config or DriftConfig()
     t0 = time.perf_counter()
@@ -425,7 +719,7 @@ def compute_quality(
     if task == "auto":
         task = infer_task(pred)
     if task == "classification":
-        t, p = (_tidy_labels(a) for a in _same_kind(truth, pred))
+        t, p = (tidy_labels(a) for a in same_kind(truth, pred))
         classes = sorted(set(t.tolist()) | set(p.tolist()), key=str)
         kind = "binary" if len(classes) <= 2 else "multiclass"
         frame = pd.DataFrame({"target": t, "prediction": p})

@@ -22,13 +22,25 @@ requests the champion answered, so the champion's error rate counts rows without
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.capture import RECORD_FIELDS
+from airflow_saga.core.drift import InsufficientDataError
 from airflow_saga.core.errors import DataError
+from airflow_saga.core.statistics import (
+    classification_metrics,
+    finite,
+    infer_task,
+    join_labels,
+    mean_ci,
+    present,
+    regression_metrics,
+    same_kind,
+    to_numpy,
+    wilson,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,11 +54,6 @@ NOT_SCORED_PREFIXES = ("dropped", "not run")
 # The capture columns a comparison needs: every record field but the features and the per-window constants.
 COLUMNS = [f for f in RECORD_FIELDS if f not in ("timestamp", "model_name", "features")]
 MAX_CONFUSION_LABELS = 20
-Z95 = 1.959963984540054
-
-
-class InsufficientDataError(DataError):
-    """The window holds too few comparable requests to judge; the monitor should skip, not decide."""
 
 
 class ChallengerFailedError(DataError):
@@ -57,81 +64,7 @@ class ChallengerFailedError(DataError):
         self.report = report
 
 
-# --- statistics ---------------------------------------------------------------------------------------
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion: well-behaved near 0 and 1, unlike the normal interval."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def f1_with_ci(truth: np.ndarray, pred: np.ndarray, *, boot: int = 500, seed: int = 0) -> dict[str, float]:
-    """F1 as the metric catalogue defines it (``core.metrics``), and a 95% bootstrap interval.
-
-    Resampling rows with replacement only changes how many rows fall into each confusion-matrix cell, so
-    the bootstrap draws cell counts from a multinomial over the k x k matrix: the same distribution as a
-    row bootstrap, at O(boot * k^2) instead of O(boot * n). The catalogue's F1 is vectorised over them.
-    """
-    import numpy as np
-
-    from airflow_saga.core import metrics
-
-    cm, _ = metrics.confusion(truth, pred)
-    k, n = cm.shape[0], int(cm.sum())
-    f1 = float(metrics.from_confusion("f1", cm))
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, cm.ravel() / n, size=boot).reshape(boot, k, k)
-    lo, hi = np.quantile(metrics.from_confusion("f1", draws), [0.025, 0.975])
-    return {"f1": f1, "f1_ci_low": float(lo), "f1_ci_high": float(hi)}
-
-
-def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-
-    m = float(values.mean())
-    half = Z95 * float(values.std(ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return m, m - half, m + half
-
-
-def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """The catalogue's regression metrics (``core.metrics``), with normal-approximation 95% intervals for MAE
-    and RMSE (CLT over rows; RMSE via the MSE interval)."""
-    import numpy as np
-
-    from airflow_saga.core import metrics
-
-    err = pred - truth
-    mae, mae_lo, mae_hi = _mean_ci(np.abs(err))
-    mse, mse_lo, mse_hi = _mean_ci(err * err)
-    return {
-        **metrics.compute("regression", truth, pred).values,
-        "mae": mae,
-        "mae_ci_low": mae_lo,
-        "mae_ci_high": mae_hi,
-        "rmse": math.sqrt(mse),
-        "rmse_ci_low": math.sqrt(max(mse_lo, 0.0)),
-        "rmse_ci_high": math.sqrt(mse_hi),
-    }
-
-
-def classification_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """The catalogue's label metrics (``core.metrics``), with intervals for accuracy and F1."""
-    from airflow_saga.core import metrics
-
-    correct = int((truth == pred).sum())
-    lo, hi = wilson(correct, len(truth))
-    return {
-        **metrics.compute("classification", truth, pred).values,
-        "accuracy": correct / len(truth),
-        "accuracy_ci_low": lo,
-        "accuracy_ci_high": hi,
-        **f1_with_ci(truth, pred),
-    }
+# --- latency ---------------------------------------------------------------------------------------
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -149,42 +82,6 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 
 # --- column handling ------------------------------------------------------------------------------------
-
-
-def _np(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A numpy view of an Arrow column; nulls become NaN (numeric) or None (other)."""
-    import pyarrow as pa
-
-    if pa.types.is_null(col.type):
-        import numpy as np
-
-        return np.full(len(col), None, dtype=object)
-    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    if pa.types.is_boolean(col.type):
-        return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return col.cast(pa.string()).to_numpy(zero_copy_only=False)
-
-
-def infer_task(pred: np.ndarray) -> str:
-    """``classification`` for string/bool labels or few integral values, else ``regression``."""
-    import numpy as np
-
-    if pred.dtype == object:
-        return "classification"
-    finite = pred[np.isfinite(pred)]
-    if finite.size and np.all(finite == np.round(finite)) and np.unique(finite[:100_000]).size <= 50:
-        return "classification"
-    return "regression"
-
-
-def _present(a: np.ndarray) -> np.ndarray:
-    """Not NaN (numeric); object arrays come from Arrow, whose validity is checked separately."""
-    import numpy as np
-
-    if a.dtype == object:
-        return np.ones(a.shape, dtype=bool)
-    return ~np.isnan(a)
 
 
 def _mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -263,7 +160,7 @@ def compare(
             f"{'v' + str(challenger_version) if challenger_version else ''} (is the gateway running with "
             f"--shadow challenger?)"
         )
-    first_row = _np(table.column("row")) == 0 if "row" in names else np.ones(rows, dtype=bool)
+    first_row = to_numpy(table.column("row")) == 0 if "row" in names else np.ones(rows, dtype=bool)
     requests = int(first_row.sum())
     if requests < min_requests:
         raise InsufficientDataError(
@@ -271,7 +168,7 @@ def compare(
             f"{min_requests} are needed to judge (min_requests)"
         )
     champ_col, chall_col = table.column("prediction"), table.column("shadow_prediction")
-    champ, chall = _np(champ_col), _np(chall_col)
+    champ, chall = to_numpy(champ_col), to_numpy(chall_col)
     err_col = table.column("shadow_error").cast(pa.string())
     has_err = _mask(pc.is_valid(err_col))
     not_scored = _mask(
@@ -279,8 +176,8 @@ def compare(
     )
     errored = has_err & ~not_scored
     attempted = ~not_scored
-    champ_ok = _mask(pc.is_valid(champ_col)) & _present(champ)
-    both = champ_ok & _mask(pc.is_valid(chall_col)) & _present(chall) & ~has_err
+    champ_ok = _mask(pc.is_valid(champ_col)) & present(champ)
+    both = champ_ok & _mask(pc.is_valid(chall_col)) & present(chall) & ~has_err
     champ_v = champion_version or _mode(table.column("model_version"))
     chall_v = challenger_version or _mode(table.column("shadow_model_version"))
     error_counts = _error_counts(err_col.filter(pa.array(errored)))
@@ -290,8 +187,8 @@ def compare(
             f"model {model_name!r}: none of the {rows} mirrored rows was scored by the challenger "
             f"(all dropped or not run: the shadow queue is too small or the gateway stopped)"
         )
-    chall_lat = _np(table.column("shadow_latency_ms"))[first_row & attempted & ~errored]
-    champ_lat = _np(table.column("latency_ms"))[first_row]
+    chall_lat = to_numpy(table.column("shadow_latency_ms"))[first_row & attempted & ~errored]
+    champ_lat = to_numpy(table.column("latency_ms"))[first_row]
     champion_metrics = {
         "rows": rows,
         "requests": requests,
@@ -337,7 +234,7 @@ def compare(
     report["task"] = task
     comp = report["comparison"]
     if task == "classification":
-        sa, sb = _same_kind(a, b)
+        sa, sb = same_kind(a, b)
         agree = sa == sb
         comp["confusion"] = _confusion(sa, sb)
     else:
@@ -355,40 +252,6 @@ def compare(
         _add_label_metrics(report, task, labels[both], a, b)
     comp["seconds"] = round(time.perf_counter() - t0, 3)
     return finite(report)
-
-
-def finite(obj: Any) -> Any:
-    """NaN/inf -> None, recursively, so the report is strict JSON (XCom, MLflow, the REST API)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def _labels(values: np.ndarray) -> np.ndarray:
-    """Labels comparable across models and ground truth: 1.0, 1 and "1" are the same class."""
-    import pandas as pd
-
-    if values.dtype != object:
-        return values
-    s = pd.Series(values, dtype=object).astype(str)
-    num = pd.to_numeric(s, errors="coerce")
-    if num.notna().all():
-        return num.to_numpy(dtype=float)
-    return s.str.removesuffix(".0").to_numpy(dtype=object)
-
-
-def _same_kind(*arrays: np.ndarray) -> list[np.ndarray]:
-    """All numeric stay numeric; otherwise all become strings ("1.0" -> "1") so they compare."""
-    import pandas as pd
-
-    arrays = [_labels(a) for a in arrays]
-    if all(a.dtype != object for a in arrays):
-        return arrays
-    return [pd.Series(a).astype(str).str.removesuffix(".0").to_numpy(dtype=object) for a in arrays]
 
 
 def _confusion(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
@@ -450,7 +313,7 @@ def _add_label_metrics(
         return
     t, pa_, pb = truth[has], a[has], b[has]
     if task == "classification":
-        t, pa_, pb = _same_kind(t, pa_, pb)
+        t, pa_, pb = same_kind(t, pa_, pb)
         champ_m, chall_m = classification_metrics(t, pa_), classification_metrics(t, pb)
         diff = (pb == t).astype(float) - (pa_ == t).astype(float)
         name = "accuracy"
@@ -461,7 +324,7 @@ def _add_label_metrics(
         name = "mae_reduction"
     report["champion"]["metrics"].update(champ_m)
     report["candidate"]["metrics"].update(chall_m)
-    m, lo, hi = _mean_ci(diff)
+    m, lo, hi = mean_ci(diff)
     # paired difference (challenger better when > 0) with a CLT interval over rows
     report["candidate"]["metrics"].update(
         {f"{name}_gain": m, f"{name}_gain_ci_low": lo, f"{name}_gain_ci_high": hi}
@@ -489,42 +352,6 @@ def read_window(
     if feedback.num_rows == 0 or "ground_truth" not in feedback.column_names:
         return table, None
     return table, join_labels(table, feedback)
-
-
-def join_labels(table: pa.Table, feedback: pa.Table) -> np.ndarray:
-    """Ground truth per capture row: a row-specific label wins over a request-wide one (``row`` null)."""
-    import numpy as np
-    import pandas as pd
-
-    cap = pd.DataFrame(
-        {
-            "inference_id": table.column("inference_id").to_numpy(zero_copy_only=False),
-            "row": _np(table.column("row")),
-        }
-    )
-    fb = feedback.to_pandas()
-    if "row" not in fb:
-        fb["row"] = np.nan
-    fb = fb.drop_duplicates(["inference_id", "row"], keep="last")
-    out = pd.Series([None] * len(cap), dtype=object)
-    general = fb[fb["row"].isna()].drop_duplicates("inference_id", keep="last")
-    if len(general):
-        m = cap[["inference_id"]].merge(
-            general[["inference_id", "ground_truth"]], on="inference_id", how="left"
-        )
-        hit = m["ground_truth"].notna().to_numpy()
-        out[hit] = m["ground_truth"].to_numpy()[hit]
-    specific = fb[fb["row"].notna()].astype({"row": float})
-    if len(specific):
-        m = cap.merge(
-            specific[["inference_id", "row", "ground_truth"]], on=["inference_id", "row"], how="left"
-        )
-        hit = m["ground_truth"].notna().to_numpy()
-        out[hit] = m["ground_truth"].to_numpy()[hit]
-    num = pd.to_numeric(out, errors="coerce")
-    if bool((num.notna() == out.notna()).all()):
-        return num.to_numpy(dtype=float)
-    return out.to_numpy(dtype=object)
 
 
 def replay(

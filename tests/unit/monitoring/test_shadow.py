@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from airflow_saga.core import shadow
+from airflow_saga.core import shadow, statistics
 from tests.support.capture_data import features, write_capture, write_feedback
 
 
@@ -108,10 +108,10 @@ def test_window_bounds_are_half_open(tmp_path):
 
 
 def test_wilson_and_f1_intervals():
-    lo, hi = shadow.wilson(0, 10)
+    lo, hi = statistics.wilson(0, 10)
     assert lo == 0.0 and 0.2 < hi < 0.35  # the normal interval would be [0, 0]
     rng = np.random.default_rng(0)
     t = rng.integers(0, 2, 4000)
     p = np.where(rng.random(4000) < 0.8, t, 1 - t)
-    r = shadow.f1_with_ci(t.astype(float), p.astype(float))
+    r = statistics.f1_with_ci(t.astype(float), p.astype(float))
     assert r["f1_ci_low"] < r["f1"] < r["f1_ci_high"] and r["f1_ci_high"] - r["f1_ci_low"] < 0.06
