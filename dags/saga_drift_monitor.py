@@ -1,10 +1,13 @@
-"""saga_drift_monitor: Evidently drift of captured traffic vs the served version's baseline, hourly.
+"""saga_drift_monitor: drift and quality of captured traffic vs the served version's baseline, hourly.
 
-detect_drift logs a monitoring run in MLflow (metrics, per-feature table, Evidently HTML) and adds the
-snapshot to an Evidently workspace. On drift, emit_drift_event records an Asset event for
-``saga://drift/<model>`` (the training pipeline is scheduled on it) and alert_on_drift fails with a
-per-feature summary so Airflow's alerting fires. Asset events are recorded only for successful tasks, so
-emitting and failing are separate tasks. Imports only Airflow and airflow_saga's operators.
+detect_drift judges the run's data interval (scheduled runs; re-running one judges the same traffic), or
+start/end/window_hours for runs without a logical date. It logs a monitoring run in MLflow (metrics,
+per-feature table, Evidently HTML, estimated quality over time) and adds the snapshot to an Evidently
+workspace. On drift, or when estimated or realised quality crosses quality_thresholds, emit_drift_event
+records an Asset event for ``saga://drift/<model>`` (the training pipeline is scheduled on it) and
+alert_on_drift fails with a summary so Airflow's alerting fires. Asset events are recorded only for
+successful tasks, so emitting and failing are separate tasks. Imports only Airflow and airflow_saga's
+operators.
 """
 
 from __future__ import annotations
@@ -45,11 +48,17 @@ with DAG(
             minLength=1,
             description="Gateway capture root (saga serve --capture-dir)",
         ),
+        "version": Param(
+            "",
+            type="string",
+            description="Pin the version judged (default: the one that served the alias in the window)",
+        ),
         "window_hours": Param(
             1,
             type="number",
             exclusiveMinimum=0,
-            description="Look-back window ending now (ignored when start is set)",
+            description="Runs without a logical date (REST/UI default): look-back window ending now. "
+            "Scheduled runs judge their data interval; start/end override both",
         ),
         "start": Param("", type="string", description="Window start, ISO-8601 UTC (optional)"),
         "end": Param("", type="string", description="Window end, ISO-8601 UTC (optional; default now)"),
@@ -59,7 +68,14 @@ with DAG(
             description="drift_share, method/num_method/cat_method, per_column_method, threshold/"
             "num_threshold/cat_threshold, per_column_threshold (Evidently names), sample_rows, min_rows; "
             "model quality on /feedback labels: min_labelled_rows (default 30), task (auto/classification/"
-            "regression)",
+            "regression); label-free estimation: estimate (true), estimation_rows, estimation_chunks, "
+            "estimation_boot; quality_alert_on (['estimated', 'realised'])",
+        ),
+        "quality_thresholds": Param(
+            {},
+            type="object",
+            description="Alert and retrain when estimated or realised quality crosses a limit, e.g. "
+            '{"accuracy": 0.9, "roc_auc": 0.95} (minimums) or {"mae": 3.0} (maximums)',
         ),
         "evidently_workspace": Param(
             os.environ.get("SAGA_EVIDENTLY_WORKSPACE") or ".saga/evidently",
@@ -75,11 +91,13 @@ with DAG(
         task_id="detect_drift",
         model_name="{{ params.model_name }}",
         alias="{{ params.alias }}",
+        version="{{ params.version }}",
         capture_dir="{{ params.capture_dir }}",
         window_hours="{{ params.window_hours }}",
         start="{{ params.start }}",
         end="{{ params.end }}",
         thresholds="{{ params.thresholds }}",
+        quality_thresholds="{{ params.quality_thresholds }}",
         evidently_workspace="{{ params.evidently_workspace }}",
         experiment="{{ params.experiment }}",
     )

@@ -50,16 +50,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.baselines import CATEGORICAL, NUMERICAL
 from airflow_saga.core.errors import DataError
+from airflow_saga.core.outcomes import MonitorOutcome
 from airflow_saga.core.statistics import finite
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Iterable, Iterator
 
     import numpy as np
     import pandas as pd
     import pyarrow as pa
+    from mlflow import MlflowClient
 
     from airflow_saga.core.baselines import Baseline
+    from airflow_saga.core.mlflow_client import MlflowSettings
 
 log = logging.getLogger(__name__)
 
@@ -847,4 +851,274 @@ def summary(result: dict[str, Any]) -> str:
     quality = quality_summary(result.get("quality"))
     if quality:
         lines.append(quality)
+    estimated = estimation_summary(result.get("estimated_quality"))
+    if estimated:
+        lines.append(estimated)
+    for reason in (result.get("alert") or {}).get("reasons", []):
+        lines.append(f"  ALERT: {reason}")
     return "\n".join(lines)
+
+
+def estimation_summary(est: dict[str, Any] | None) -> str:
+    if not est:
+        return ""
+    if est.get("status") != "computed":
+        return f"Quality not estimated: {est.get('note', 'not requested')}"
+    parts = []
+    for name, m in est.get("metrics", {}).items():
+        if m.get("estimate") is None:
+            continue
+        text = f"{name} {m['estimate']:.4g} [{m['ci_low']:.4g}, {m['ci_high']:.4g}]"
+        if m.get("realised") is not None:
+            text += f" (realised {m['realised']:.4g})"
+        parts.append(text)
+    return f"Estimated quality ({est['method']}, {est['rows']} sampled rows, no labels used): " + ", ".join(
+        parts
+    )
+
+
+# --- alerts and the outcome ---------------------------------------------------------------------------------
+
+
+def quality_alerts(result: dict[str, Any], config: DriftConfig) -> list[str]:
+    """Reasons the estimated and/or realised quality crossed ``config.quality_thresholds``."""
+    reasons = []
+    sources = {
+        "estimated": {
+            k: v.get("estimate")
+            for k, v in (result.get("estimated_quality") or {}).get("metrics", {}).items()
+        },
+        "realised": dict((result.get("quality") or {}).get("metrics") or {}),
+    }
+    for source in config.quality_alert_on:
+        values = sources[source]
+        for metric, limit in config.quality_thresholds.items():
+            value = values.get(metric)
+            if value is None:
+                continue
+            higher = metric in HIGHER_IS_BETTER
+            if (higher and value < limit) or (not higher and value > limit):
+                side = "below" if higher else "above"
+                reasons.append(f"{source} {metric} {value:.4g} is {side} its threshold {limit:g}")
+    return reasons
+
+
+def decide(result: dict[str, Any], config: DriftConfig) -> MonitorOutcome:
+    """``drift`` on data drift, else ``degraded`` when quality crossed a threshold, else ``no_drift``."""
+    reasons = quality_alerts(result, config)
+    if result["dataset_drift"]:
+        reasons.insert(0, f"data drift in {result['drifted_count']}/{result['columns_count']} features")
+        outcome = MonitorOutcome.DRIFT
+    elif reasons:
+        outcome = MonitorOutcome.DEGRADED
+    else:
+        outcome = MonitorOutcome.NO_DRIFT
+    result["outcome"] = outcome.value
+    result["alert"] = {"raised": outcome.retrain, "reasons": reasons}
+    return outcome
+
+
+# --- the use case ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DriftCheck:
+    """What ``monitor`` found: the outcome, the JSON result (XCom), and what was logged where."""
+
+    outcome: MonitorOutcome
+    result: dict[str, Any]
+    reason: str = ""
+    snapshot: Any = None
+    quality_snapshot: Any = None
+
+
+def monitor(
+    settings: MlflowSettings,
+    client: MlflowClient,
+    *,
+    model_name: str,
+    capture_root: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    alias: str = "champion",
+    version: str | None = None,
+    config: DriftConfig | None = None,
+    window_source: str = "params",
+    experiment: str = "saga-monitoring",
+    airflow: dict[str, str] | None = None,
+    evidently_workspace: str | None = None,
+    log_to_mlflow: bool = True,
+) -> DriftCheck:
+    """Judge the traffic of ``model_name`` in [start, end): data drift against the version's baseline,
+    realised quality on feedback labels, estimated quality without them; log it all in MLflow.
+
+    The version is ``version``, else the one that served ``alias`` for most of the window's traffic (so a
+    re-run of a past window judges what was served then, even after a promotion), else the alias's
+    current version when the window has no traffic under that alias. A window too small to judge returns
+    ``MonitorOutcome.SKIPPED`` with the reason; a version without a baseline raises ``NoBaselineError``.
+    """
+    from airflow_saga.core.baselines import NoBaselineError, resolve_baseline
+    from airflow_saga.core.capture_scan import iter_capture
+    from airflow_saga.core.monitoring import add_to_workspace, log_drift_run
+    from airflow_saga.core.registry import version_by_alias
+
+    config = config or DriftConfig()
+    window = {"start": start.isoformat(), "end": end.isoformat(), "source": window_source}
+    where = f"[{window['start']}, {window['end']})"
+    if version is None:
+        version = served_version(capture_root, model_name, alias, start, end)
+        if version is None:
+            mv = version_by_alias(client, model_name, alias)
+            if mv is None:
+                raise DataError(f"Model {model_name!r} has no {alias!r} alias: no served version to monitor")
+            version = str(mv.version)
+    version = str(version)
+    try:
+        baseline = resolve_baseline(settings, client, model_name, version)
+    except NoBaselineError as exc:
+        raise NoBaselineError(
+            f"monitor window {where} of model {model_name!r} version {version}: {exc}"
+        ) from exc
+    seed = window_seed(model_name, version, window["start"], window["end"])
+    acc = WindowDrift(
+        baseline,
+        config,
+        seed=seed,
+        keep_sample=config.estimation_rows if config.estimate else 0,
+        sample_meta=True,
+    )
+    seen = VersionRows(version)
+    chunks = iter_capture(
+        capture_root,
+        model_name,
+        start,
+        end,
+        [*META_COLUMNS, "timestamp"],
+        features=True,
+        batch_rows=config.batch_rows,
+    )
+    for chunk in version_chunks(chunks, version, seen):
+        acc.update(chunk)
+    window.update(seen.as_dict())
+    log.info("Drift of %r v%s over %s: %s", model_name, version, where, seen.as_dict())
+    try:
+        result, snapshot = acc.result(model_name=model_name, window=window)
+    except InsufficientDataError as exc:
+        reason = (
+            f"Not enough traffic to judge drift of {model_name!r} v{version}: {exc} (window {where}, capture "
+            f"{capture_root}; traffic of other versions: {seen.other_versions or 'none'})"
+        )
+        return DriftCheck(
+            MonitorOutcome.SKIPPED, {"outcome": "skipped", "reason": reason, "window": window}, reason
+        )
+    result["window"].update(window)
+    labelled, captured = read_labelled(capture_root, model_name, start, end, version)
+    result["quality"], quality_snapshot = compute_quality(
+        labelled, config, model_name=model_name, version=version, captured_rows=captured
+    )
+    plot = None
+    if config.estimate:
+        result["estimated_quality"], plot = _estimate(
+            settings, client, model_name, version, acc, config, start, end, capture_root, seed
+        )
+    outcome = decide(result, config)
+    result = finite(result)
+    if log_to_mlflow:
+        result["mlflow"] = log_drift_run(
+            client,
+            result,
+            snapshot,
+            experiment=experiment,
+            airflow=airflow,
+            quality_snapshot=quality_snapshot,
+            estimation_plot=plot,
+        )
+    if evidently_workspace and snapshot is not None:
+        result["evidently"] = add_to_workspace(evidently_workspace, f"saga-{model_name}", snapshot)
+    if evidently_workspace and quality_snapshot is not None:
+        result["evidently_quality"] = add_to_workspace(
+            evidently_workspace, f"saga-{model_name}", quality_snapshot
+        )
+    return DriftCheck(outcome, result, "", snapshot, quality_snapshot)
+
+
+def served_version(root: str, model_name: str, alias: str, start: Any, end: Any) -> str | None:
+    """The version that answered most of the window's requests under ``alias`` (the capture's
+    ``variant``), or None when the window has none. Reads two columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from airflow_saga.core.capture_scan import iter_capture
+
+    counts: dict[str, int] = {}
+    for t in iter_capture(root, model_name, start, end, ["variant", "model_version"]):
+        if "variant" not in t.column_names or "model_version" not in t.column_names:
+            continue
+        mine = t.filter(pc.fill_null(pc.equal(t.column("variant").cast(pa.string()), alias), False))
+        for d in pc.value_counts(mine.column("model_version").cast(pa.string()).drop_null()).to_pylist():
+            counts[d["values"]] = counts.get(d["values"], 0) + d["counts"]
+    if not counts:
+        return None
+    return max(sorted(counts), key=lambda v: counts[v])
+
+
+def _estimate(
+    settings: MlflowSettings,
+    client: MlflowClient,
+    model_name: str,
+    version: str,
+    acc: WindowDrift,
+    config: DriftConfig,
+    start: Any,
+    end: Any,
+    root: str,
+    seed: int,
+) -> tuple[dict[str, Any], bytes | None]:
+    """Estimated quality on the drift pass's sample (labels joined only to report realised quality)."""
+    from airflow_saga.core import estimation
+    from airflow_saga.core.capture_scan import scan_feedback
+    from airflow_saga.core.statistics import infer_task, join_labels
+
+    sample = acc.sample()
+    if sample is None or sample.empty:
+        return {"status": "skipped", "note": "no rows sampled"}, None
+    sample = sample.iloc[: config.estimation_rows]
+    try:
+        held_out = estimation.load_holdout(settings, client, model_name, version)
+        model = estimation.load_scorer(settings, f"models:/{model_name}/{version}")
+    except estimation.EstimationSkipped as exc:
+        return {"status": "skipped", "note": str(exc)}, None
+    columns = [c for c in held_out.X.columns]
+    labels = None
+    feedback = scan_feedback(root, model_name, start)
+    if feedback.num_rows and "ground_truth" in feedback.column_names and "_iid" in sample:
+        import pyarrow as pa
+
+        keys = pa.table(
+            {
+                "inference_id": sample["_iid"].astype(str).tolist(),
+                "row": sample["_row"].astype(float).tolist(),
+            }
+        )
+        labels = join_labels(keys, feedback)
+    task = config.task
+    if task == "auto":
+        preds = sample["_pred"].to_numpy() if "_pred" in sample else None
+        task = estimation.task_of(model, infer_task(preds) if preds is not None else "classification")
+    est = estimation.estimate(
+        model,
+        held_out,
+        sample,
+        columns,
+        task=task,
+        labels=labels,
+        chunks=config.estimation_chunks,
+        boot=config.estimation_boot,
+        seed=seed,
+        start=start,
+        end=end,
+    )
+    plot = (
+        estimation.plot_over_time(est, config.quality_thresholds) if est.get("status") == "computed" else None
+    )
+    return est, plot

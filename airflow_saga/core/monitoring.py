@@ -197,11 +197,14 @@ def log_drift_run(
     experiment: str = MONITORING_EXPERIMENT,
     airflow: dict[str, str] | None = None,
     quality_snapshot: Any = None,
+    estimation_plot: bytes | None = None,
 ) -> dict[str, str]:
     """One MLflow run per drift check: metrics, per-feature table, Evidently HTML; tags link the version.
 
     Model quality on labelled rows (``result["quality"]``) adds ``quality.*`` metrics and
-    ``drift/quality.html`` (Evidently's classification or regression preset)."""
+    ``drift/quality.html`` (Evidently's classification or regression preset); estimated quality
+    (``result["estimated_quality"]``) adds ``estimated.<metric>`` (+ ``_ci_low``/``_ci_high``) metrics and
+    ``drift/estimated_quality.html`` with the plot of estimated and realised quality over the window."""
     from mlflow.entities import Metric
 
     from airflow_saga.core.evaluation import log_json_artifact
@@ -215,6 +218,9 @@ def log_drift_run(
         T.MONITOR_MODEL: name,
         T.MONITOR_VERSION: version,
         "saga.drift.verdict": "drift" if result["dataset_drift"] else "no_drift",
+        "saga.drift.outcome": str(
+            result.get("outcome") or ("drift" if result["dataset_drift"] else "no_drift")
+        ),
         **{f"saga.airflow.{k}": v for k, v in (airflow or {}).items() if v},
     }
     from airflow_saga.core.runs import create_run, ended_on_error
@@ -238,6 +244,15 @@ def log_drift_run(
         for key, value in (quality.get("metrics") or {}).items():
             if isinstance(value, float) and math.isfinite(value):
                 metrics.append(Metric(f"quality.{_metric_key(key)}", value, now, 0))
+        estimated = result.get("estimated_quality") or {}
+        for key, m in (estimated.get("metrics") or {}).items():
+            for suffix, field in (("", "estimate"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+                value = m.get(field)
+                if isinstance(value, float) and math.isfinite(value):
+                    metrics.append(Metric(f"estimated.{_metric_key(key)}{suffix}", value, now, 0))
+        metrics.append(
+            Metric("alert.raised", 1.0 if (result.get("alert") or {}).get("raised") else 0.0, now, 0)
+        )
         client.log_batch(run_id, metrics=metrics)
         out = {"run_id": run_id, "experiment_id": exp_id}
         out["result_uri"] = log_json_artifact(client, run_id, result, "drift/result.json")
@@ -253,14 +268,58 @@ def log_drift_run(
                 quality_snapshot.save_html(str(path))
                 client.log_artifact(run_id, str(path), artifact_path="drift")
             out["quality_html_uri"] = f"runs:/{run_id}/drift/quality.html"
+        if estimated.get("status") == "computed":
+            page = estimation_html(result, estimation_plot)
+            out["estimation_html_uri"] = _log_text(client, run_id, page, "drift/estimated_quality.html")
         client.set_terminated(run_id, "FINISHED")
     for key, value in (
         (T.DRIFT_RUN_ID, run_id),
-        (T.DRIFT_VERDICT, tags["saga.drift.verdict"]),
+        (T.DRIFT_VERDICT, tags["saga.drift.outcome"]),
         (T.DRIFT_AT, now_iso()),
     ):
         client.set_model_version_tag(name, version, key, value)
     return out
+
+
+def estimation_html(result: dict[str, Any], plot: bytes | None) -> str:
+    """Estimated (and, where labels exist, realised) quality over the window: plot and table."""
+    est = result.get("estimated_quality") or {}
+    names = list(est.get("metrics") or {})
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+
+    def cells(metrics: dict[str, Any]) -> str:
+        out = []
+        for n in names:
+            m = metrics.get(n) or {}
+            text = f"{_fmt(m.get('estimate'))} [{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"
+            if m.get("realised") is not None:
+                text += f"<br/>realised {_fmt(m['realised'])}"
+            out.append(f"<td>{text}</td>")
+        return "".join(out)
+
+    rows = f"<tr><td>whole window</td><td>{est.get('rows')}</td>{cells(est.get('metrics') or {})}</tr>"
+    for c in est.get("chunks") or []:
+        rows += (
+            f"<tr><td>{html.escape(str(c['start']))}</td><td>{c['rows']} ({c['labelled_rows']} labelled)</td>"
+            f"{cells(c['metrics'])}</tr>"
+        )
+    img = ""
+    if plot:
+        img = "<img src='data:image/png;base64," + base64.b64encode(plot).decode() + "'/>"
+    ref = json.dumps((est.get("reference") or {}).get("metrics", {}), default=str)
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in (result.get("alert") or {}).get("reasons", []))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Estimated quality</title><style>"
+        "body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "table{border-collapse:collapse}</style></head><body>"
+        f"<h1>Estimated quality: {html.escape(str(result['model_name']))} "
+        f"v{html.escape(str(result['version']))}</h1>"
+        f"<p>Method: {html.escape(str(est.get('method')))} ({html.escape(str(est.get('band', '')))}). "
+        f"Outcome: <b>{html.escape(str(result.get('outcome')))}</b>. "
+        f"Held-out reference: {html.escape(ref)}.</p>"
+        f"<ul>{reasons}</ul>{img}<table><tr><th>time slice</th><th>rows</th>{head}</tr>{rows}</table>"
+        "</body></html>"
+    )
 
 
 def _metric_key(name: str) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 DEFAULT_CAPTURE_DIR = ".saga/capture"
 
@@ -34,7 +37,7 @@ def as_number(value: Any, field: str, *, integer: bool = False, allow_none: bool
 
 def resolve_window(start: Any, end: Any, hours: Any) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) in UTC: explicit bounds win; otherwise the last ``hours`` hours up to ``end`` or now."""
-    from airflow_saga.core.capture_scan import to_utc
+    from airflow_saga.core.capture import to_utc
 
     try:
         e = to_utc(end) or dt.datetime.now(dt.UTC)
@@ -49,3 +52,30 @@ def resolve_window(start: Any, end: Any, hours: Any) -> tuple[dt.datetime, dt.da
     if s >= e:
         raise AirflowFailException(f"window start {s.isoformat()} is not before its end {e.isoformat()}")
     return s, e
+
+
+def monitor_window(
+    context: Context, start: Any, end: Any, hours: Any
+) -> tuple[dt.datetime, dt.datetime, str]:
+    """The window a monitor run judges, and where it came from.
+
+    An explicit ``start`` (up to ``end``, or up to now) wins. Otherwise a run
+    with a logical date (every scheduled run, a backfill, a manual run given one) judges its data
+    interval, so re-running it later judges exactly the same traffic. A run without one (Airflow 3's
+    default for REST and UI triggers) judges the last ``window_hours`` up to ``end`` or now.
+    """
+    from airflow_saga.core.capture import to_utc
+
+    def given(value: Any) -> bool:
+        return value is not None and str(value).strip() != ""
+
+    if given(start):
+        s, e = resolve_window(start, end, hours)
+        return s, e, "params"
+    lo, hi = context.get("data_interval_start"), context.get("data_interval_end")
+    if not given(end) and lo is not None and hi is not None and context.get("logical_date") is not None:
+        s, e = to_utc(lo), to_utc(hi)
+        if s is not None and e is not None and s < e:
+            return s, e, "data_interval"
+    s, e = resolve_window(start, end, hours)
+    return s, e, "window_hours"

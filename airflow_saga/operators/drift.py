@@ -6,9 +6,10 @@ event (so retraining starts) and fail a task (so Airflow's alerting fires), so t
 
 1. ``DriftMonitorOperator`` computes drift, logs it, and succeeds whatever the verdict (skips with the
    reason when the window is too small to judge).
-2. ``DriftAssetEventOperator`` (outlet: the ``saga-drift`` alias) succeeds only on drift, attaching the
-   model's asset ``saga://drift/<model>`` with the verdict as event ``extra``; otherwise it skips.
-3. ``DriftAlertOperator`` fails with the per-feature summary on drift, and succeeds otherwise.
+2. ``DriftAssetEventOperator`` (outlet: the ``saga-drift`` alias) succeeds only when the outcome calls for
+   retraining (``drift``, or ``degraded``: estimated or realised quality crossed a threshold), attaching
+   the model's asset ``saga://drift/<model>`` with the verdict as event ``extra``; otherwise it skips.
+3. ``DriftAlertOperator`` fails with the summary on those outcomes, and succeeds otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_saga.links import MlflowRunLink, mlflow_run_url, set_mlflow_links
 from airflow_saga.openlineage import OpenLineageMixin
-from airflow_saga.operators._monitor import default_capture_dir, resolve_window
+from airflow_saga.operators._monitor import default_capture_dir, monitor_window
 from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator, airflow_facts
 
@@ -29,17 +30,27 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_saga.core.outcomes import MonitorOutcome
+
 MAX_EXTRA_FEATURES = 50
 
 
 class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
-    """Evidently drift of ``model_name``'s capture window against the served version's baseline.
+    """Drift and quality of ``model_name``'s traffic in the run's window, against the served version's
+    baseline (``core.drift.monitor``); logs a monitoring run in MLflow and returns the result.
 
-    :param alias: the alias whose version is judged (its baseline is the reference); default champion.
+    The window is ``start``/``end`` if given, else the run's data interval (scheduled runs, backfills,
+    runs given a logical date: re-running one judges the same traffic), else the last ``window_hours``.
+
+    :param alias: the alias whose version is judged: the version that served it for most of the window's
+        traffic (default champion). ``version`` pins one instead.
     :param thresholds: ``DriftConfig`` keys: drift_share, method, num_method, cat_method, per_column_method,
-        threshold, num_threshold, cat_threshold, per_column_threshold, sample_rows, min_rows; and for the
-        model quality on ``/feedback`` labels (informative, not part of the verdict): min_labelled_rows
-        (default 30) and task (auto, classification or regression).
+        threshold, num_threshold, cat_threshold, per_column_threshold, sample_rows, min_rows, batch_rows;
+        labelled quality: min_labelled_rows, task; estimation: estimate, estimation_rows,
+        estimation_chunks, estimation_boot.
+    :param quality_thresholds: ``{metric: limit}`` on estimated and realised quality (a minimum for
+        accuracy, f1, roc_auc, r2...; a maximum for mae, rmse): crossing one makes the outcome
+        ``degraded``, which alerts and emits the drift Asset like drift does.
     :param evidently_workspace: local Evidently workspace path ('' to skip) for ``evidently ui`` trends.
     """
 
@@ -50,7 +61,9 @@ class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
         "start",
         "end",
         "alias",
+        "version",
         "thresholds",
+        "quality_thresholds",
         "evidently_workspace",
         "experiment",
     )
@@ -66,7 +79,9 @@ class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
         start: str | None = None,
         end: str | None = None,
         alias: str = "champion",
+        version: str | int | None = None,
         thresholds: dict[str, Any] | str | None = None,
+        quality_thresholds: dict[str, Any] | str | None = None,
         evidently_workspace: str | None = None,
         experiment: str = "saga-monitoring",
         **kwargs: Any,
@@ -78,70 +93,44 @@ class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
         self.start = start
         self.end = end
         self.alias = alias
+        self.version = version
         self.thresholds = thresholds
+        self.quality_thresholds = quality_thresholds
         self.evidently_workspace = evidently_workspace
         self.experiment = experiment
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_saga.core import drift
-        from airflow_saga.core.baselines import resolve_baseline
-        from airflow_saga.core.monitoring import add_to_workspace, log_drift_run
-        from airflow_saga.core.registry import version_by_alias
+        from airflow_saga.core.outcomes import MonitorOutcome
 
-        name, alias = str(self.model_name), str(self.alias)
-        s, e = resolve_window(self.start, self.end, self.window_hours)
-        window = {"start": s.isoformat(), "end": e.isoformat()}
+        s, e, source = monitor_window(context, self.start, self.end, self.window_hours)
+        settings = as_dict(self.thresholds, "thresholds")
+        limits = as_dict(self.quality_thresholds, "quality_thresholds")
+        if limits:
+            settings["quality_thresholds"] = {**settings.get("quality_thresholds", {}), **limits}
+        version = None if self.version in (None, "") else str(self.version)
         with saga_errors():
-            config = drift.DriftConfig.from_dict(as_dict(self.thresholds, "thresholds"))
-            client = self.hook.client
-            mv = version_by_alias(client, name, alias)
-            if mv is None:
-                raise AirflowFailException(
-                    f"Model {name!r} has no {alias!r} alias: no served version to monitor"
-                )
-            version = str(mv.version)
-            root = str(self.capture_dir or default_capture_dir())
-            current = drift.read_current(root, name, s, e)
-            if len(current) < config.min_rows:
-                raise AirflowSkipException(
-                    f"Not enough traffic to judge drift of {name!r} v{version}: {len(current)} captured "
-                    f"row(s) in [{window['start']}, {window['end']}) under {root}; "
-                    f"min_rows is {config.min_rows}"
-                )
-            baseline = resolve_baseline(self.hook.settings, client, name, version)
-            self.log.info(
-                "Drift of %r v%s: %d captured rows vs baseline %s (%d rows)",
-                name,
-                version,
-                len(current),
-                baseline.reference_uri,
-                len(baseline.reference),
-            )
-            try:
-                result, snapshot = drift.compute_drift(
-                    baseline, current, config, model_name=name, window=window
-                )
-            except drift.InsufficientDataError as exc:
-                raise AirflowSkipException(f"Not enough data to judge drift: {exc}") from exc
-            labelled, captured = drift.read_labelled(root, name, s, e, version)
-            result["quality"], quality_snapshot = drift.compute_quality(
-                labelled, config, model_name=name, version=version, captured_rows=captured
-            )
-            logged = log_drift_run(
-                client,
-                result,
-                snapshot,
+            config = drift.DriftConfig.from_dict(settings)
+            check = drift.monitor(
+                self.hook.settings,
+                self.hook.client,
+                model_name=str(self.model_name),
+                capture_root=str(self.capture_dir or default_capture_dir()),
+                start=s,
+                end=e,
+                alias=str(self.alias),
+                version=version,
+                config=config,
+                window_source=source,
                 experiment=str(self.experiment),
                 airflow=airflow_facts(context),
-                quality_snapshot=quality_snapshot,
+                evidently_workspace=str(self.evidently_workspace or "") or None,
             )
-            result["mlflow"] = logged
-            ws = str(self.evidently_workspace or "")
-            if ws and snapshot is not None:
-                result["evidently"] = add_to_workspace(ws, f"saga-{name}", snapshot)
-            if ws and quality_snapshot is not None:
-                result["evidently_quality"] = add_to_workspace(ws, f"saga-{name}", quality_snapshot)
+        if check.outcome is MonitorOutcome.SKIPPED:
+            raise AirflowSkipException(check.reason)
+        result = check.result
         self.log.info("%s", drift.summary(result))
+        logged = result["mlflow"]
         ui = self.hook.settings.browser_url
         set_mlflow_links(self, context, run_url=mlflow_run_url(ui, logged["experiment_id"], logged["run_id"]))
         return result
@@ -161,6 +150,20 @@ class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
             ns, logged.get("result_uri"), decision="drift" if result.get("dataset_drift") else "no_drift"
         )
         return [window, version], [out]
+
+
+def _outcome(result: dict[str, Any]) -> MonitorOutcome:
+    from airflow_saga.core.outcomes import MonitorOutcome
+
+    value = result.get("outcome") or ("drift" if result.get("dataset_drift") else "no_drift")
+    try:
+        return MonitorOutcome(value)
+    except ValueError:
+        raise AirflowFailException(f"unknown monitor outcome {value!r} in the drift result") from None
+
+
+def _retrain(result: dict[str, Any]) -> bool:
+    return _outcome(result).retrain
 
 
 def _result(value: Any) -> dict[str, Any]:
@@ -190,13 +193,17 @@ class DriftAssetEventOperator(BaseOperator):
         from airflow_saga.assets import drift_alias, drift_asset
 
         result = _result(self.result)
-        if not result.get("dataset_drift"):
-            raise AirflowSkipException(f"No drift for {result.get('model_name')!r}: no asset event")
+        if not _retrain(result):
+            raise AirflowSkipException(
+                f"No drift or quality alert for {result.get('model_name')!r}: no asset event"
+            )
         name = str(result["model_name"])
         asset = drift_asset(name)
         extra = {
             "model_name": name,
             "version": str(result.get("version")),
+            "outcome": _outcome(result).value,
+            "reasons": list((result.get("alert") or {}).get("reasons", []))[:MAX_EXTRA_FEATURES],
             "drift_share": result.get("drift_share"),
             "drifted_features": list(result.get("drifted_features", []))[:MAX_EXTRA_FEATURES],
             "window": result.get("window"),
@@ -222,7 +229,7 @@ class DriftAlertOperator(BaseOperator):
 
         result = _result(self.result)
         text = summary(result)
-        if result.get("dataset_drift"):
+        if _retrain(result):
             link = (result.get("mlflow") or {}).get("html_uri")
             raise AirflowFailException(text + (f"\nEvidently report: {link}" if link else ""))
         self.log.info("%s", text)
