@@ -271,6 +271,12 @@ def log_drift_run(
         if estimated.get("status") == "computed":
             page = estimation_html(result, estimation_plot)
             out["estimation_html_uri"] = _log_text(client, run_id, page, "drift/estimated_quality.html")
+        if estimation_plot:
+            with tempfile.TemporaryDirectory(prefix="saga-estimate-") as tmp:
+                path = Path(tmp) / "estimated_quality.png"
+                path.write_bytes(estimation_plot)
+                client.log_artifact(run_id, str(path), artifact_path="drift")
+            out["estimation_plot_uri"] = f"runs:/{run_id}/drift/estimated_quality.png"
         client.set_terminated(run_id, "FINISHED")
     for key, value in (
         (T.DRIFT_RUN_ID, run_id),

@@ -172,84 +172,55 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def _f1_from_confusion(cm: np.ndarray, binary_pos: int | None, average: str) -> np.ndarray:
-    """F1 from confusion counts (..., k, k) [truth, pred]: the positive class's for binary, else averaged."""
-    import numpy as np
-
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
-    fp = cm.sum(axis=-2) - tp
-    fn = cm.sum(axis=-1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-    if binary_pos is not None:
-        return f1[..., binary_pos]
-    if average == "weighted":
-        support = cm.sum(axis=-1).astype(float)
-        return (f1 * support).sum(axis=-1) / np.maximum(support.sum(axis=-1), 1)
-    return f1.mean(axis=-1)
-
-
-def positive_index(labels: list[str]) -> int:
-    """Which of two classes is 'positive': "1" (or "True"), else the larger label."""
-    if "1" in labels:
-        return labels.index("1")
-    if "True" in labels:
-        return labels.index("True")
-    return len(labels) - 1
-
-
 def f1_with_ci(
-    truth: np.ndarray,
-    pred: np.ndarray,
-    *,
-    average: str = "macro",
-    boot: int = 500,
-    seed: int = 0,
-    name: str = "f1",
+    truth: np.ndarray, pred: np.ndarray, *, boot: int = 500, seed: int = 0, name: str = "f1"
 ) -> dict[str, float]:
-    """F1 and a 95% bootstrap interval: the positive class's for two classes, else ``average`` (macro or
-    weighted) over classes.
+    """A label metric of the catalogue (``core.metrics``; default F1) and a 95% bootstrap interval.
 
     Resampling rows with replacement only changes how many rows fall into each confusion-matrix cell, so
     the bootstrap draws cell counts from a multinomial over the k x k matrix: the same distribution as a
-    row bootstrap, at O(boot * k^2) instead of O(boot * n).
+    row bootstrap, at O(boot * k^2) instead of O(boot * n). The catalogue's metric is vectorised over them.
     """
     import numpy as np
-    import pandas as pd
 
-    inv, labels = pd.factorize(np.concatenate([truth, pred]), sort=True)
-    k = len(labels)
-    t, p = inv[: len(truth)], inv[len(truth) :]
-    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
-    binary_pos = positive_index([str(x).removesuffix(".0") for x in labels]) if k <= 2 else None
-    f1 = float(_f1_from_confusion(cm, binary_pos, average))
-    n = int(cm.sum())
+    from airflow_saga.core import metrics
+
+    cm, _ = metrics.confusion(truth, pred)
+    k, n = cm.shape[0], int(cm.sum())
+    value = float(metrics.from_confusion(name, cm))
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n, cm.ravel() / n, size=boot).reshape(boot, k, k)
-    lo, hi = np.quantile(_f1_from_confusion(draws, binary_pos, average), [0.025, 0.975])
-    return {name: f1, f"{name}_ci_low": float(lo), f"{name}_ci_high": float(hi)}
+    lo, hi = np.quantile(metrics.from_confusion(name, draws), [0.025, 0.975])
+    return {name: value, f"{name}_ci_low": float(lo), f"{name}_ci_high": float(hi)}
 
 
 def classification_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Accuracy (Wilson interval) and F1 (multinomial bootstrap): ``f1`` is the positive class's F1 for
-    binary labels and the weighted F1 for multiclass, as in the training pipeline's evaluation;
-    ``f1_macro`` is the unweighted mean over classes."""
+    """The catalogue's label metrics (``core.metrics``), with intervals for accuracy (Wilson) and F1."""
+    from airflow_saga.core import metrics
+
     correct = int((truth == pred).sum())
     lo, hi = wilson(correct, len(truth))
-    out = {"accuracy": correct / len(truth), "accuracy_ci_low": lo, "accuracy_ci_high": hi}
-    out.update(f1_with_ci(truth, pred, average="weighted"))
-    out.update(f1_with_ci(truth, pred, average="macro", name="f1_macro"))
-    return out
+    return {
+        **metrics.compute("classification", truth, pred).values,
+        "accuracy": correct / len(truth),
+        "accuracy_ci_low": lo,
+        "accuracy_ci_high": hi,
+        **f1_with_ci(truth, pred),
+    }
 
 
 def regression_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MAE and RMSE with normal-approximation 95% intervals (CLT over rows; RMSE via the MSE interval)."""
+    """The catalogue's regression metrics (``core.metrics``), with normal-approximation 95% intervals for
+    MAE and RMSE (CLT over rows; RMSE via the MSE interval)."""
     import numpy as np
+
+    from airflow_saga.core import metrics
 
     err = pred - truth
     mae, mae_lo, mae_hi = mean_ci(np.abs(err))
     mse, mse_lo, mse_hi = mean_ci(err * err)
     return {
+        **metrics.compute("regression", truth, pred).values,
         "mae": mae,
         "mae_ci_low": mae_lo,
         "mae_ci_high": mae_hi,

@@ -37,7 +37,7 @@ def as_number(value: Any, field: str, *, integer: bool = False, allow_none: bool
 
 def resolve_window(start: Any, end: Any, hours: Any) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) in UTC: explicit bounds win; otherwise the last ``hours`` hours up to ``end`` or now."""
-    from airflow_saga.core.capture import to_utc
+    from airflow_saga.core.capture_scan import to_utc
 
     try:
         e = to_utc(end) or dt.datetime.now(dt.UTC)
@@ -64,7 +64,7 @@ def monitor_window(
     interval, so re-running it later judges exactly the same traffic. A run without one (Airflow 3's
     default for REST and UI triggers) judges the last ``window_hours`` up to ``end`` or now.
     """
-    from airflow_saga.core.capture import to_utc
+    from airflow_saga.core.capture_scan import to_utc
 
     def given(value: Any) -> bool:
         return value is not None and str(value).strip() != ""
