@@ -18,8 +18,9 @@ Classification: CBPE
 
 Regression: DLE
     Two gradient-boosting models (sklearn's ``HistGradientBoostingRegressor``) are fitted on the held-out
-    rows to predict the absolute and the squared error from the features and the prediction; their mean
-    over the window is the expected MAE and MSE (RMSE its square root).
+    rows to predict the absolute and the squared error from the features and the prediction, and
+    calibrated (isotonic) on their own out-of-fold predictions of those rows, so where they over- or
+    under-shoot is corrected; their mean over the window is the expected MAE and MSE (RMSE its root).
 
 Confidence bands (95%)
     CBPE: a bootstrap that covers both sources of error. Each of ``boot`` replicas refits the calibrators
@@ -27,8 +28,9 @@ Confidence bands (95%)
     replica-calibrated probabilities and computes the metrics the window would have with those labels;
     the band is the 2.5-97.5% range. So it is the range realised quality should fall in, given the
     window's rows and the size of the held-out set.
-    DLE: normal bands combining the sampling spread of the window's losses (per-row variance from the
-    two loss models) and the loss models' own error, measured out-of-fold (3-fold) on the held-out rows.
+    DLE: a bootstrap of the loss models' calibration (resampling the held-out rows' out-of-fold
+    predictions, 3-fold), each replica adding the window's sampling spread (per-row variances from the two
+    loss models).
 
 Estimates are computed on a uniform sample of the window (``estimation_rows``, the drift pass's
 reservoir), whole and in ``estimation_chunks`` equal time slices, so a plot shows them over time next to
@@ -215,7 +217,7 @@ def _chunk_ids(
     if timestamps is None or start is None or end is None or chunks <= 1:
         return np.zeros(n, np.int64), [(start, end)]
     s, e = pd.Timestamp(start), pd.Timestamp(end)
-    ts = pd.to_datetime(pd.Series(timestamps), utc=True, errors="coerce")
+    ts = pd.to_datetime(pd.Series(timestamps), utc=True, errors="coerce", format="ISO8601")
     frac = ((ts - s) / (e - s)).to_numpy(dtype=float)
     ids = np.clip(np.floor(np.nan_to_num(frac, nan=0.0) * chunks), 0, chunks - 1).astype(np.int64)
     edges = [s + (e - s) * i / chunks for i in range(chunks + 1)]
@@ -359,6 +361,12 @@ def _bands(
 # --- regression -----------------------------------------------------------------------------------------
 
 
+def _iso(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    from sklearn.isotonic import IsotonicRegression
+
+    return IsotonicRegression(y_min=0.0, out_of_bounds="clip").fit(x, y).predict(at)
+
+
 def estimate_regression(
     model: Any,
     held_out: HeldOut,
@@ -367,6 +375,7 @@ def estimate_regression(
     *,
     labels: np.ndarray | None = None,
     chunks: int = 6,
+    boot: int = 200,
     seed: int = 0,
     start: Any = None,
     end: Any = None,
@@ -413,13 +422,22 @@ def estimate_regression(
     # one thread: OpenMP spinning across busy cores costs far more than it gains on a few thousand rows
     with threadpool_limits(limits=1, user_api="openmp"):
         fitted = {k: loss_model().fit(Zr, v) for k, v in targets.items()}
-        m_abs = np.clip(fitted["abs"].predict(Zw), 0, None)
-        m_sq = np.maximum(np.clip(fitted["sq"].predict(Zw), 0, None), m_abs**2)
+        raw_w = {k: np.clip(fitted[k].predict(Zw), 0, None) for k in targets}
         oof = {k: np.zeros(len(Zr)) for k in targets}
         for tr, te in KFold(OOF_FOLDS, shuffle=True, random_state=seed).split(Zr):
             for k, v in targets.items():
                 oof[k][te] = np.clip(loss_model().fit(Zr[tr], v[tr]).predict(Zr[te]), 0, None)
-    model_var = {k: float(np.var(targets[k] - oof[k]) / len(Zr)) for k in targets}
+    # the loss models' predictions are calibrated on their out-of-fold predictions of the held-out rows
+    # (isotonic, as CBPE calibrates probabilities), which removes their bias where they over- or
+    # under-shoot; the bootstrap of that calibration is the model part of the band
+    m_abs = _iso(oof["abs"], targets["abs"], raw_w["abs"])
+    m_sq = np.maximum(_iso(oof["sq"], targets["sq"], raw_w["sq"]), m_abs**2)
+    rng = np.random.default_rng(seed)
+    reps: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(boot):
+        idx = rng.integers(0, len(Zr), len(Zr))
+        b_abs = _iso(oof["abs"][idx], targets["abs"][idx], raw_w["abs"])
+        reps.append((b_abs, np.maximum(_iso(oof["sq"][idx], targets["sq"][idx], raw_w["sq"]), b_abs**2)))
     n = len(pred_w)
     ids, bounds = _chunk_ids(window["_ts"].to_numpy() if "_ts" in window else None, n, start, end, chunks)
     y_w = (
@@ -433,19 +451,22 @@ def estimate_regression(
             return {
                 m: {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan} for m in REGRESSION_METRICS
             }
-        mae = float(m_abs[g].mean())
-        mse = float(m_sq[g].mean())
-        var_abs = float(np.clip(m_sq[g] - m_abs[g] ** 2, 0, None).sum()) / len(g) ** 2 + model_var["abs"]
-        var_sq = float((2 * m_sq[g] ** 2).sum()) / len(g) ** 2 + model_var["sq"]
-        h_abs, h_sq = Z95 * math.sqrt(var_abs), Z95 * math.sqrt(var_sq)
-        out = {
-            "mae": {"estimate": mae, "ci_low": max(mae - h_abs, 0.0), "ci_high": mae + h_abs},
-            "rmse": {
-                "estimate": math.sqrt(mse),
-                "ci_low": math.sqrt(max(mse - h_sq, 0.0)),
-                "ci_high": math.sqrt(mse + h_sq),
-            },
-        }
+        noise = np.random.default_rng(seed + len(g))
+        maes, rmses = [], []
+        for b_abs, b_sq in reps:
+            # the window's realised losses scatter around their expectation: per-row variances from the
+            # two loss models (|e|: E[e^2] - E[|e|]^2; e^2: 2 E[e^2]^2, as for normal errors)
+            sd_abs = math.sqrt(float(np.clip(b_sq[g] - b_abs[g] ** 2, 0, None).sum())) / len(g)
+            sd_sq = math.sqrt(float((2 * b_sq[g] ** 2).sum())) / len(g)
+            maes.append(float(b_abs[g].mean()) + noise.normal() * sd_abs)
+            rmses.append(math.sqrt(max(float(b_sq[g].mean()) + noise.normal() * sd_sq, 0.0)))
+        out = {}
+        for name, value, draws in (
+            ("mae", float(m_abs[g].mean()), maes),
+            ("rmse", math.sqrt(float(m_sq[g].mean())), rmses),
+        ):
+            lo, hi = np.quantile(draws, [0.025, 0.975]).tolist()
+            out[name] = {"estimate": value, "ci_low": float(lo), "ci_high": float(hi)}
         lab = g[np.isfinite(y_w[g])]
         if len(lab):
             e = y_w[lab] - pred_w[lab]
@@ -479,7 +500,8 @@ def estimate_regression(
             }
             for c, g in enumerate(groups)
         ],
-        "band": "95% normal: window sampling spread + loss models' out-of-fold error on the held-out rows",
+        "band": f"95% bootstrap over {len(reps)} replicas (held-out resampling of the loss calibration + "
+        "the window's sampling spread)",
     }
 
 
