@@ -22,11 +22,14 @@ requests the champion answered, so the champion's error rate counts rows without
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.core.capture import RECORD_FIELDS
+from airflow_saga.core.capture_scan import FEATURE_PREFIX, feature_names
 from airflow_saga.core.drift import InsufficientDataError
 from airflow_saga.core.errors import DataError
 from airflow_saga.core.statistics import (
@@ -46,8 +49,12 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     import pyarrow as pa
+    from mlflow import MlflowClient
 
     from airflow_saga.core.mlflow_client import MlflowSettings
+    from airflow_saga.core.slices import SliceSpec
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "saga.shadow/v1"
 NOT_SCORED_PREFIXES = ("dropped", "not run")
@@ -125,12 +132,16 @@ def compare(
     challenger_version: str | None = None,
     window: dict[str, Any] | None = None,
     mode: str = "capture",
+    slices: list[SliceSpec] | None = None,
+    slice_min_rows: int | None = None,
 ) -> dict[str, Any]:
     """Compare champion (``prediction``) and challenger (``shadow_prediction``) over mirrored rows.
 
     ``table`` holds the capture columns in ``COLUMNS`` (extra columns are ignored); ``labels`` is aligned
     with it (object/float array, None/NaN where no ground truth arrived). ``challenger_version`` keeps only
-    rows the given challenger version scored (a window may span a hot swap).
+    rows the given challenger version scored (a window may span a hot swap). ``slices`` (``core.slices``
+    definitions over feature columns, present in ``table`` as ``features.<column>``) add ``report["slices"]``:
+    agreement and labelled quality per slice, in the shape the gate's ``slice_improves`` reads.
     """
     import numpy as np
     import pyarrow as pa
@@ -250,8 +261,81 @@ def compare(
     comp["agreement"] = agreement
     if labels is not None:
         _add_label_metrics(report, task, labels[both], a, b)
+    if slices:
+        columns = {}
+        for spec in slices:
+            name = FEATURE_PREFIX + spec.column
+            if name not in table.column_names:
+                raise DataError(
+                    f"model {model_name!r}: slice {spec.label!r} needs feature column {spec.column!r}, which "
+                    f"the capture does not have (features: {sorted(feature_names(table))[:20]})"
+                )
+            columns[spec.column] = table.column(name).filter(pa.array(both))
+        truth = labels[both] if labels is not None else None
+        report["slices"] = slice_report(task, slices, columns, agree, a, b, truth, slice_min_rows)
     comp["seconds"] = round(time.perf_counter() - t0, 3)
     return finite(report)
+
+
+def slice_report(
+    task: str,
+    specs: list[SliceSpec],
+    columns: dict[str, Any],
+    agree: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    truth: np.ndarray | None,
+    min_rows: int | None = None,
+) -> dict[str, Any]:
+    """Per slice of the compared rows: agreement (Wilson interval) on both sides, and each model's labelled
+    quality (the catalogue's metrics) on the slice's labelled rows. The evaluation report's ``slices`` shape:
+    ``{"definitions", "min_rows", "results": [{"name", "by", "value", "rows", "eligible", "candidate":
+    {"metrics"}, "champion": {"metrics"}}]}``, so ``slice_improves(accuracy, ...)`` gates on it."""
+    import numpy as np
+
+    from airflow_saga.core.slices import DEFAULT_MIN_ROWS, make_slices
+
+    minimum = DEFAULT_MIN_ROWS if min_rows is None else int(min_rows)
+    resolved, cut = make_slices(specs, columns)
+    has = None
+    if truth is not None:
+        import pandas as pd
+
+        has = pd.notna(truth).astype(bool) if truth.dtype == object else ~np.isnan(truth)
+    results = []
+    for sl in cut:
+        idx = sl.index
+        ok = int(agree[idx].sum())
+        lo, hi = wilson(ok, len(idx))
+        base = {"agreement": ok / len(idx), "agreement_ci_low": lo, "agreement_ci_high": hi, "rows": len(idx)}
+        champ, chall = dict(base), dict(base)
+        unavailable: dict[str, str] = {}
+        lab = idx[has[idx]] if has is not None else idx[:0]
+        champ["labeled_rows"] = chall["labeled_rows"] = len(lab)
+        if len(lab):
+            t, pa_, pb = truth[lab], a[lab], b[lab]
+            if task == "classification":
+                t, pa_, pb = same_kind(t, pa_, pb)
+                champ.update(classification_metrics(t, pa_))
+                chall.update(classification_metrics(t, pb))
+            else:
+                t = t.astype(float)
+                champ.update(regression_metrics(t, pa_.astype(float)))
+                chall.update(regression_metrics(t, pb.astype(float)))
+        else:
+            unavailable["labels"] = "no ground truth in this slice yet"
+        results.append(
+            {
+                "name": sl.name,
+                "by": sl.by,
+                "value": sl.value,
+                "rows": len(idx),
+                "eligible": len(idx) >= minimum,
+                "candidate": {"metrics": chall, "unavailable": unavailable},
+                "champion": {"metrics": champ, "unavailable": unavailable},
+            }
+        )
+    return {"definitions": [r.to_dict() for r in resolved], "min_rows": minimum, "results": results}
 
 
 def _confusion(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
@@ -335,16 +419,37 @@ def _add_label_metrics(
 
 
 def read_window(
-    root: str, model_name: str, start: Any, end: Any, *, with_labels: bool = True
+    root: str,
+    model_name: str,
+    start: Any,
+    end: Any,
+    *,
+    with_labels: bool = True,
+    features: list[str] | None = None,
 ) -> tuple[pa.Table, np.ndarray | None]:
-    """The capture columns the comparison needs, and labels aligned with them (None without feedback)."""
-    from airflow_saga.core.capture_scan import scan_capture, scan_feedback
+    """The capture columns the comparison needs (plus ``features.<name>`` for ``features``), each
+    (inference_id, row) once, and labels aligned with them (None without feedback)."""
+    import numpy as np
+    import pyarrow as pa
 
-    table = scan_capture(root, model_name, start, end, COLUMNS)
+    from airflow_saga.core.capture_scan import iter_capture, scan_feedback
+    from airflow_saga.core.drift_stream import Deduplicator
+
+    wanted = {FEATURE_PREFIX + f for f in features or []}
+    dedupe = Deduplicator()
+    parts = []
+    for t in iter_capture(root, model_name, start, end, COLUMNS, features=bool(wanted)):
+        if wanted:
+            t = t.select([c for c in t.column_names if not c.startswith(FEATURE_PREFIX) or c in wanted])
+        if t.num_rows and "inference_id" in t.column_names:
+            ids = t.column("inference_id").cast(pa.string()).to_numpy(zero_copy_only=False)
+            rows = to_numpy(t.column("row")) if "row" in t.column_names else np.zeros(t.num_rows)
+            t = t.filter(pa.array(dedupe.keep(ids, rows)))
+        parts.append(t)
+    parts = [t for t in parts if t.num_rows]
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
     for c in COLUMNS:
         if c not in table.column_names:
-            import pyarrow as pa
-
             table = table.append_column(c, pa.nulls(table.num_rows))
     if not with_labels or table.num_rows == 0:
         return table, None
@@ -416,9 +521,10 @@ def replay(
         cols["shadow_prediction"] += pb
         cols["shadow_latency_ms"] += [lat_b] * n
         cols["shadow_error"] += [error] * n
-    return pa.table({k: pa.array(v) for k, v in cols.items()}), labels if labels is None else np.asarray(
-        labels
-    )
+    table = pa.table({k: pa.array(v) for k, v in cols.items()})
+    for c in frame.columns:  # the inputs, as capture has them, so slices can cut replayed rows too
+        table = table.append_column(FEATURE_PREFIX + str(c), pa.array(frame[c].to_numpy(), from_pandas=True))
+    return table, labels if labels is None else np.asarray(labels)
 
 
 def _predict_list(model: Any, batch: pd.DataFrame) -> list[Any]:
@@ -438,3 +544,147 @@ def _read_dataset(settings: MlflowSettings, dataset: str) -> pd.DataFrame:
     from airflow_saga.core.datasets import read_source
 
     return read_source(dataset)
+
+
+# --- the use case -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ShadowComparison:
+    """What ``run_comparison`` found: the report (None when skipped) and, when skipped, why."""
+
+    report: dict[str, Any] | None
+    skipped: str = ""
+    champion_version: str | None = None
+    challenger_version: str | None = None
+
+
+def evaluation_slices(client: MlflowClient, model_name: str, version: str) -> list[SliceSpec]:
+    """The slice definitions of the version's evaluation report (with the held-out data's bin edges), so
+    live traffic is cut into the same slices as the training gate's; [] when it has none."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from airflow_saga.core import tags as T
+    from airflow_saga.core.slices import SliceSpec
+
+    mv = client.get_model_version(model_name, str(version))
+    uri = (mv.tags or {}).get(T.EVAL_REPORT_URI)
+    if not uri and mv.run_id:
+        uri = client.get_run(mv.run_id).data.tags.get(T.EVAL_REPORT_URI)
+    if not uri or not str(uri).startswith("runs:/"):
+        return []
+    run_id, path = str(uri).removeprefix("runs:/").split("/", 1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="saga-eval-") as tmp:
+            local = client.download_artifacts(run_id, path, tmp)
+            report = json.loads(Path(local).read_text())
+    except Exception as exc:  # an unreadable report: compare without slices, and say so
+        log.warning("cannot read the evaluation report %s of %s v%s: %s", uri, model_name, version, exc)
+        return []
+    out = []
+    for d in (report.get("slices") or {}).get("definitions") or []:
+        if isinstance(d, dict) and d.get("column"):
+            edges = d.get("resolved_edges") or d.get("edges") or ()
+            data = {"column": d["column"], "name": d.get("name")}
+            if edges:
+                data["edges"] = list(edges)
+            elif d.get("max_values"):
+                data["max_values"] = d["max_values"]
+            out.append(SliceSpec.from_data({k: v for k, v in data.items() if v is not None}))
+    return out
+
+
+def run_comparison(
+    settings: MlflowSettings,
+    client: MlflowClient,
+    *,
+    model_name: str,
+    capture_root: str | None = None,
+    start: Any = None,
+    end: Any = None,
+    window_source: str = "params",
+    min_requests: int = 100,
+    task: str = "auto",
+    regression_tolerance: float = 0.01,
+    replay_dataset: str | None = None,
+    replay_target: str | None = None,
+    slices: Any = None,
+    slice_min_rows: int | None = None,
+) -> ShadowComparison:
+    """Champion vs challenger of ``model_name`` on the capture window [start, end) (or a replayed dataset):
+    the decision-ready report, or a skip with the reason (no challenger, too little mirrored traffic).
+
+    ``slices``: ``core.slices`` definitions (a list, or JSON text); None takes those of the challenger's
+    evaluation report, so a slice means the same rows in the training gate and on live traffic.
+    """
+    from airflow_saga.core import tags as T
+    from airflow_saga.core.registry import version_by_alias
+    from airflow_saga.core.slices import parse_slices
+
+    champion = version_by_alias(client, model_name, T.CHAMPION)
+    challenger = version_by_alias(client, model_name, T.CHALLENGER)
+    if challenger is None:
+        return ShadowComparison(
+            None, f"Model {model_name!r} has no {T.CHALLENGER!r} alias: nothing to shadow-test"
+        )
+    if champion is None:
+        return ShadowComparison(
+            None, f"Model {model_name!r} has no {T.CHAMPION!r} alias: nothing to compare with"
+        )
+    cv, hv = str(champion.version), str(challenger.version)
+    specs = (
+        parse_slices(slices) if slices not in (None, "", []) else evaluation_slices(client, model_name, hv)
+    )
+    filters: dict[str, Any] = {}
+    if replay_dataset:
+        window: dict[str, Any] = {"replay_dataset": str(replay_dataset)}
+        table, labels = replay(
+            settings,
+            model_name=model_name,
+            dataset=str(replay_dataset),
+            target=str(replay_target) if replay_target else None,
+            champion_uri=f"models:/{model_name}/{cv}",
+            challenger_uri=f"models:/{model_name}/{hv}",
+        )
+    else:
+        if not capture_root:
+            raise DataError("the shadow comparison needs a capture directory or a replay dataset")
+        window = {
+            "start": None if start is None else start.isoformat(),
+            "end": None if end is None else end.isoformat(),
+            "source": window_source,
+        }
+        table, labels = read_window(capture_root, model_name, start, end, features=[s.column for s in specs])
+        filters = {"challenger_version": hv}
+    log.info(
+        "Comparing champion v%s and challenger v%s of %r on %d rows (%s)",
+        cv,
+        hv,
+        model_name,
+        table.num_rows,
+        window,
+    )
+    try:
+        report = compare(
+            table,
+            model_name=model_name,
+            task=task or "auto",
+            min_requests=min_requests,
+            regression_tolerance=regression_tolerance,
+            labels=labels,
+            window=window,
+            mode="replay" if replay_dataset else "capture",
+            slices=specs or None,
+            slice_min_rows=slice_min_rows,
+            **filters,
+        )
+    except InsufficientDataError as exc:
+        return ShadowComparison(None, f"Not enough data to judge: {exc}", cv, hv)
+    except ChallengerFailedError as exc:
+        report = exc.report
+        report["challenger_failed"] = str(exc)
+    report["champion"]["version"] = cv
+    report["candidate"]["version"] = hv
+    return ShadowComparison(report, "", cv, hv)

@@ -142,6 +142,26 @@ def register_sklearn(
     return _finish(client, name, version, aliases)
 
 
+def register_estimator(
+    client: MlflowClient, name: str, estimator: Any, example: pd.DataFrame, aliases: tuple[str, ...] = ()
+) -> str:
+    """Save any fitted sklearn-API ``estimator`` (signature from ``example``) as a new Approved version."""
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, estimator.predict(example))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        mlflow.sklearn.save_model(
+            estimator,
+            str(path),
+            signature=signature,
+            pip_requirements=[SKLEARN_REQ],
+            serialization_format="cloudpickle",
+        )
+        version = _register_dir(client, name, str(path), {tags.APPROVAL_STATUS: tags.APPROVED})
+    return _finish(client, name, version, aliases)
+
+
 def register_pyfunc(
     client: MlflowClient,
     name: str,
