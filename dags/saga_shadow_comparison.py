@@ -1,8 +1,10 @@
 """saga_shadow_comparison: champion vs challenger on the same live requests (or a replayed dataset), daily.
 
-compare reads the gateway's capture window (requests mirrored to the challenger), or replays a dataset
-through both models when ``replay_dataset`` is set, and builds the report: agreement, differences, latency,
-errors, and accuracy/F1 or MAE/RMSE with confidence intervals once ground truth has arrived. gate applies
+compare reads the gateway's capture window (requests mirrored to the challenger: the run's data interval
+when scheduled, so a re-run judges the same traffic; start/end/window_hours otherwise), or replays a
+dataset through both models when ``replay_dataset`` is set, and builds the report: agreement,
+differences, latency, errors, and accuracy/F1 or MAE/RMSE with confidence intervals once ground truth has
+arrived, overall and per slice (the training gate's slice definitions). gate applies
 the training gate's condition language to it, logs JSON + HTML on the challenger version's run, and then
 promotes the challenger (Approved versions only, recorded in the promotion history), keeps testing, or
 removes the challenger alias. Imports only Airflow and airflow_saga's operators.
@@ -42,7 +44,8 @@ with DAG(
             24,
             type="number",
             exclusiveMinimum=0,
-            description="Look-back window ending now (ignored when start is set)",
+            description="Runs without a logical date (REST/UI default): look-back window ending now. "
+            "Scheduled runs judge their data interval; start/end override both",
         ),
         "start": Param("", type="string", description="Window start, ISO-8601 UTC (optional)"),
         "end": Param("", type="string", description="Window end, ISO-8601 UTC (optional; default now)"),
@@ -82,6 +85,16 @@ with DAG(
             "capture (path, sklearn:<name> or runs:/ URI)",
         ),
         "replay_target": Param("", type="string", description="Label column of the replay dataset"),
+        "slices": Param(
+            [],
+            type=["array", "string"],
+            description="Slice definitions for per-slice agreement and quality, e.g. "
+            '["region", {"column": "age", "edges": [40, 65]}]; empty: the challenger\'s evaluation '
+            "report's slices. Gate on them with e.g. slice_improves(accuracy, min_absolute=-0.02)",
+        ),
+        "slice_min_rows": Param(
+            30, type="integer", minimum=1, description="Slices with fewer compared rows are not gated on"
+        ),
     },
 ) as dag:
     compare = ShadowComparisonOperator(
@@ -96,6 +109,8 @@ with DAG(
         regression_tolerance="{{ params.regression_tolerance }}",
         replay_dataset="{{ params.replay_dataset }}",
         replay_target="{{ params.replay_target }}",
+        slices="{{ params.slices }}",
+        slice_min_rows="{{ params.slice_min_rows }}",
     )
     gate = ShadowGateOperator(
         task_id="gate",

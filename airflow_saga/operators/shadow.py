@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from airflow_saga.core.outcomes import ShadowAction
 from airflow_saga.links import MlflowModelVersionLink, mlflow_model_version_url, set_mlflow_links
 from airflow_saga.openlineage import OpenLineageMixin
-from airflow_saga.operators._monitor import as_number, default_capture_dir, resolve_window
+from airflow_saga.operators._monitor import as_number, default_capture_dir, monitor_window
 from airflow_saga.operators._util import as_dict, saga_errors
 from airflow_saga.operators.base import SagaBaseOperator
 
@@ -24,18 +25,24 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-ACTIONS = ("promote", "keep", "remove")
+ACTIONS = tuple(a.value for a in ShadowAction)  # promote, keep, remove
 DEFAULT_SHADOW_CONDITIONS = "error_rate <= 0.01 and agreement >= 0.9 and latency_p99_ms <= 2000"
 
 
 class ShadowComparisonOperator(OpenLineageMixin, SagaBaseOperator):
-    """Compare ``champion`` and ``challenger`` of ``model_name`` on a capture window (or a replayed dataset).
+    """Compare ``champion`` and ``challenger`` of ``model_name`` on a capture window (or a replayed dataset)
+    with ``core.shadow.run_comparison``; returns the report (XCom), whose ``candidate``/``champion`` metrics
+    (and ``slices``) the gate reads.
 
     Skips (with the reason) when there is no challenger, or the window holds fewer than ``min_requests``
-    mirrored requests. Returns the report (XCom), whose ``candidate``/``champion`` metrics the gate reads.
+    mirrored requests. The window is ``start``/``end`` if given, else the run's data interval (scheduled
+    runs: a re-run judges the same traffic), else the last ``window_hours``.
 
     :param replay_dataset: if set, offline mode: score this dataset (path, ``sklearn:<name>`` or ``runs:/``
         URI) with both models instead of reading capture; ``replay_target`` names its label column.
+    :param slices: slice definitions (``core.slices``; e.g. ``["region", {"column": "age", "edges": [40]}]``)
+        for per-slice agreement and quality; default: those of the challenger's evaluation report.
+    :param slice_min_rows: slices with fewer compared rows are reported but not gated on.
     """
 
     template_fields: Sequence[str] = (
@@ -49,6 +56,8 @@ class ShadowComparisonOperator(OpenLineageMixin, SagaBaseOperator):
         "replay_target",
         "regression_tolerance",
         "prediction_task",
+        "slices",
+        "slice_min_rows",
     )
     ui_color = "#e0f0ff"
     operator_extra_links = (MlflowModelVersionLink(),)
@@ -66,6 +75,8 @@ class ShadowComparisonOperator(OpenLineageMixin, SagaBaseOperator):
         replay_dataset: str | None = None,
         replay_target: str | None = None,
         regression_tolerance: float | str = 0.01,
+        slices: Any = None,
+        slice_min_rows: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,80 +90,46 @@ class ShadowComparisonOperator(OpenLineageMixin, SagaBaseOperator):
         self.replay_dataset = replay_dataset
         self.replay_target = replay_target
         self.regression_tolerance = regression_tolerance
+        self.slices = slices
+        self.slice_min_rows = slice_min_rows
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_saga.core import shadow
-        from airflow_saga.core import tags as T
-        from airflow_saga.core.registry import version_by_alias
 
         name = str(self.model_name)
         min_requests = as_number(self.min_requests, "min_requests", integer=True)
+        tolerance = as_number(self.regression_tolerance, "regression_tolerance")
+        slice_min_rows = as_number(self.slice_min_rows, "slice_min_rows", integer=True, allow_none=True)
+        window: dict[str, Any] = {}
+        if not self.replay_dataset:
+            s, e, source = monitor_window(context, self.start, self.end, self.window_hours)
+            window = {"start": s, "end": e, "window_source": source}
         with saga_errors():
-            client = self.hook.client
-            champion = version_by_alias(client, name, T.CHAMPION)
-            challenger = version_by_alias(client, name, T.CHALLENGER)
-        if challenger is None:
-            raise AirflowSkipException(
-                f"Model {name!r} has no {T.CHALLENGER!r} alias: nothing to shadow-test"
+            found = shadow.run_comparison(
+                self.hook.settings,
+                self.hook.client,
+                model_name=name,
+                capture_root=str(self.capture_dir or default_capture_dir()),
+                min_requests=min_requests,
+                task=str(self.prediction_task or "auto"),
+                regression_tolerance=tolerance,
+                replay_dataset=str(self.replay_dataset) if self.replay_dataset else None,
+                replay_target=str(self.replay_target) if self.replay_target else None,
+                slices=_slices(self.slices),
+                slice_min_rows=slice_min_rows,
+                **window,
             )
-        if champion is None:
-            raise AirflowSkipException(f"Model {name!r} has no {T.CHAMPION!r} alias: nothing to compare with")
-        cv, hv = str(champion.version), str(challenger.version)
-        with saga_errors():
-            try:
-                report = self._compare(name, cv, hv, min_requests)
-            except shadow.InsufficientDataError as exc:
-                raise AirflowSkipException(f"Not enough data to judge: {exc}") from exc
-            except shadow.ChallengerFailedError as exc:
-                report = exc.report
-                report["challenger_failed"] = str(exc)
-                self.log.error("%s", exc)
-        report["champion"]["version"] = cv
-        report["candidate"]["version"] = hv
+        if found.report is None:
+            raise AirflowSkipException(found.skipped)
+        report = found.report
+        if report.get("challenger_failed"):
+            self.log.error("%s", report["challenger_failed"])
         self._log_metrics(report)
         ui = self.hook.settings.browser_url
-        set_mlflow_links(self, context, model_version_url=mlflow_model_version_url(ui, name, hv))
+        set_mlflow_links(
+            self, context, model_version_url=mlflow_model_version_url(ui, name, found.challenger_version)
+        )
         return report
-
-    def _compare(self, name: str, cv: str, hv: str, min_requests: int) -> dict[str, Any]:
-        from airflow_saga.core import shadow
-
-        filters: dict[str, Any] = {}
-        if self.replay_dataset:
-            window: dict[str, Any] = {"replay_dataset": str(self.replay_dataset)}
-            table, labels = shadow.replay(
-                self.hook.settings,
-                model_name=name,
-                dataset=str(self.replay_dataset),
-                target=str(self.replay_target) if self.replay_target else None,
-                champion_uri=f"models:/{name}/{cv}",
-                challenger_uri=f"models:/{name}/{hv}",
-            )
-        else:
-            s, e = resolve_window(self.start, self.end, self.window_hours)
-            window = {"start": s.isoformat(), "end": e.isoformat()}
-            root = str(self.capture_dir or default_capture_dir())
-            table, labels = shadow.read_window(root, name, s, e)
-            filters = {"challenger_version": hv}
-        self.log.info(
-            "Comparing champion v%s and challenger v%s of %r on %d rows (%s)",
-            cv,
-            hv,
-            name,
-            table.num_rows,
-            window,
-        )
-        return shadow.compare(
-            table,
-            model_name=name,
-            task=str(self.prediction_task or "auto"),
-            min_requests=min_requests,
-            regression_tolerance=as_number(self.regression_tolerance, "regression_tolerance"),
-            labels=labels,
-            window=window,
-            mode="replay" if self.replay_dataset else "capture",
-            **filters,
-        )
 
     def openlineage_io(self, result: Any) -> tuple[list, list]:
         """OpenLineage: the capture window (or replayed data) and both versions in; nothing persisted out."""
@@ -182,6 +159,13 @@ class ShadowComparisonOperator(OpenLineageMixin, SagaBaseOperator):
                 report[side]["version"],
                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
             )
+
+
+def _slices(value: Any) -> Any:
+    """A rendered Param: '' or [] means the evaluation report's definitions; JSON text is parsed later."""
+    if value is None or (isinstance(value, str) and not value.strip()) or value == []:
+        return None
+    return value
 
 
 class ShadowGateOperator(OpenLineageMixin, SagaBaseOperator):
