@@ -42,6 +42,7 @@ def write_capture(
     challenger_flip: float = 0.05,
     regression: bool = False,
     seed: int = 0,
+    id_prefix: str = "req",
 ) -> dict[str, Any]:
     """Write ``x`` as capture rows. Classification: champion predicts ``x0 > 0``; the challenger agrees
     except on a ``challenger_flip`` share of rows. Regression: champion ``x0 + x1``, challenger adds noise.
@@ -65,7 +66,7 @@ def write_capture(
     champ_l, chall_l = champ.tolist(), chall.tolist()
     for r, i in enumerate(range(0, n, rows_per_request)):
         j = min(n, i + rows_per_request)
-        iid = f"req-{r}"
+        iid = f"{id_prefix}-{r}"
         ids.append(iid)
         w.append(
             CaptureEntry(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from airflow_saga.core import shadow, statistics
+from airflow_saga.core.errors import DataError
 from tests.support.capture_data import features, write_capture, write_feedback
 
 
@@ -92,6 +93,7 @@ def test_dropped_copies_are_not_challenger_errors(tmp_path):
         features(50, 2),
         challenger_error="dropped: shadow queue full",
         start_ts=info["start"] + 2,
+        id_prefix="dropped",  # other requests (the same inference id would be the same request, counted once)
     )
     table, _ = shadow.read_window(str(tmp_path), "m", None, None)
     rep = shadow.compare(table, model_name="m")
@@ -115,3 +117,53 @@ def test_wilson_and_f1_intervals():
     p = np.where(rng.random(4000) < 0.8, t, 1 - t)
     r = statistics.f1_with_ci(t.astype(float), p.astype(float))
     assert r["f1_ci_low"] < r["f1"] < r["f1_ci_high"] and r["f1_ci_high"] - r["f1_ci_low"] < 0.06
+
+
+def test_per_slice_agreement_and_quality_catch_a_challenger_worse_on_one_segment(tmp_path):
+    """The challenger is as good as the champion overall but flips half its answers where f1 >= 1: the
+    per-slice report shows it, and the gate's slice_improves blocks it, naming the slice."""
+    from airflow_saga.core.conditions import evaluate
+    from airflow_saga.core.slices import parse_slices
+
+    calm = features(8_000, 3, seed=4)
+    calm[:, 1] = -np.abs(calm[:, 1])  # f1 < 1 (here <= 0)
+    tail = features(1_000, 3, seed=5)
+    tail[:, 1] = 1 + np.abs(tail[:, 1])  # f1 >= 1
+    a = write_capture(tmp_path, "m", calm, challenger_flip=0.01, rows_per_request=1, id_prefix="calm")
+    b = write_capture(
+        tmp_path,
+        "m",
+        tail,
+        challenger_flip=0.5,
+        rows_per_request=1,
+        id_prefix="tail",
+        start_ts=a["end"],
+        seed=1,
+    )
+    write_feedback(a["writer"], a["ids"], a["truth"], 1)
+    write_feedback(b["writer"], b["ids"], b["truth"], 1)
+    table, labels = shadow.read_window(str(tmp_path), "m", None, None, features=["f1"])
+    assert (
+        table.num_rows == 9_000
+        and "features.f1" in table.column_names
+        and "features.f0" not in table.column_names
+    )
+    specs = parse_slices([{"column": "f1", "edges": [1.0]}])
+    rep = shadow.compare(table, model_name="m", labels=labels, slices=specs, slice_min_rows=100)
+    sl = {r["name"]: r for r in rep["slices"]["results"]}
+    assert set(sl) == {"f1=(-inf, 1)", "f1=[1, +inf)"} and rep["slices"]["min_rows"] == 100
+    worse, fine = sl["f1=[1, +inf)"], sl["f1=(-inf, 1)"]
+    assert worse["rows"] == 1_000 and fine["rows"] == 8_000 and worse["eligible"]
+    assert worse["candidate"]["metrics"]["agreement"] == pytest.approx(0.5, abs=0.05)
+    assert fine["candidate"]["metrics"]["agreement"] > 0.98
+    assert worse["candidate"]["metrics"]["accuracy"] < worse["champion"]["metrics"]["accuracy"] - 0.2
+    assert (
+        worse["candidate"]["metrics"]["labeled_rows"] == 1_000 and "f1_macro" in worse["candidate"]["metrics"]
+    )
+    overall = "error_rate <= 0.01 and agreement >= 0.9 and improves(accuracy, min_absolute=-0.06)"
+    assert evaluate(overall, rep)["passed"]  # the overall numbers hide it
+    decision = evaluate(overall + " and slice_improves(accuracy, min_absolute=-0.02, by='f1')", rep)
+    assert not decision["passed"] and "f1=[1, +inf)" in " ".join(decision["reasons"])
+    # a slice definition over a column the capture lacks: a clear error
+    with pytest.raises(DataError, match="needs feature column 'region'"):
+        shadow.compare(table, model_name="m", labels=labels, slices=parse_slices(["region"]))
