@@ -59,10 +59,11 @@ def monitor_window(
 ) -> tuple[dt.datetime, dt.datetime, str]:
     """The window a monitor run judges, and where it came from.
 
-    An explicit ``start`` (up to ``end``, or up to now) wins. Otherwise a run
-    with a logical date (every scheduled run, a backfill, a manual run given one) judges its data
-    interval, so re-running it later judges exactly the same traffic. A run without one (Airflow 3's
-    default for REST and UI triggers) judges the last ``window_hours`` up to ``end`` or now.
+    An explicit ``start`` (up to ``end``, or up to now) wins. Otherwise a scheduled run (or a backfill)
+    judges its data interval, and a manual run given a logical date (whose interval Airflow leaves empty)
+    the ``window_hours`` before it: either way re-running it later judges exactly the same traffic. A run
+    without a logical date (Airflow 3's default for REST and UI triggers) judges the last
+    ``window_hours`` up to ``end`` or now.
     """
     from airflow_saga.core.capture_scan import to_utc
 
@@ -73,9 +74,13 @@ def monitor_window(
         s, e = resolve_window(start, end, hours)
         return s, e, "params"
     lo, hi = context.get("data_interval_start"), context.get("data_interval_end")
-    if not given(end) and lo is not None and hi is not None and context.get("logical_date") is not None:
+    logical = context.get("logical_date")
+    if not given(end) and lo is not None and hi is not None and logical is not None:
         s, e = to_utc(lo), to_utc(hi)
         if s is not None and e is not None and s < e:
             return s, e, "data_interval"
+        # a manual run given a logical date has an empty interval [L, L): judge the window_hours before L
+        s, e = resolve_window(None, to_utc(logical), hours)
+        return s, e, "logical_date"
     s, e = resolve_window(start, end, hours)
     return s, e, "window_hours"

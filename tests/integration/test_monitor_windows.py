@@ -120,7 +120,7 @@ def test_a_past_interval_rerun_is_exact_and_quality_is_estimated_before_labels(
         "alert_on_drift": "failed",
     }
     r1 = xcom(first, "detect_drift")
-    assert r1["window"]["source"] == "data_interval"
+    assert r1["window"]["source"] == "logical_date"  # a manual run given a logical date
     assert r1["window"]["start"] == start.isoformat() and r1["window"]["end"] == logical.isoformat()
     assert r1["window"]["rows"] == 3_000 and r1["version"] == v
     assert r1["quality"]["status"] == "skipped"  # no label yet
