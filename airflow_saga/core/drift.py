@@ -489,14 +489,7 @@ class WindowDrift:
             )
         rows: dict[str, dict[str, Any]] = {}
         for c in missing:
-            rows[c] = {
-                "type": types[c],
-                "method": MISSING,
-                "score": 1.0,
-                "threshold": 0.0,
-                "drifted": True,
-                "note": "feature of the baseline is missing from the capture",
-            }
+            rows[c] = _missing_row(types[c], "feature of the baseline is missing from the capture")
         judged: list[str] = []
         for c in (c for c in expected if c in self.present):
             summary = self.summaries[c]
@@ -514,15 +507,7 @@ class WindowDrift:
                 }
                 continue
             if summary.n == 0:
-                rows[c] = {
-                    "type": types[c],
-                    "method": MISSING,
-                    "score": 1.0,
-                    "threshold": 0.0,
-                    "drifted": True,
-                    "note": "every value in the window is missing (NaN/null)",
-                    "missing_share": 1.0,
-                }
+                rows[c] = _missing_row(types[c], "every value in the window is missing (NaN/null)", 1.0)
                 continue
             method, thr = config.method_for(c, types[c]), config.threshold_for(c, types[c])
             if types[c] == NUMERICAL:
@@ -568,6 +553,15 @@ class WindowDrift:
             result["report"] = {"sample_rows": len(sample), "seconds": round(time.perf_counter() - t1, 3)}
             _attach_sample_scores(result, snapshot)
         return finite(result), snapshot
+
+
+def _missing_row(kind: str, note: str, share: float | None = None) -> dict[str, Any]:
+    """A feature the window lacks counts as drifted (traffic without a model input is an incident)."""
+    row: dict[str, Any] = {"type": kind, "method": MISSING, "score": 1.0, "threshold": 0.0, "drifted": True}
+    row["note"] = note
+    if share is not None:
+        row["missing_share"] = share
+    return row
 
 
 def compute_drift(

@@ -6,30 +6,23 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from airflow_saga.core import tags as T
 from airflow_saga.core.capture import CaptureEntry, CaptureWriter
 from tests.integration.conftest import task_states, xcom
 from tests.support import models
+from tests.support.estimation_data import COLS, binary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 pytestmark = pytest.mark.integration
 
-COLS = [f"x{i}" for i in range(5)]
-
-
-def _data(n: int, seed: int, boundary: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
-    """A known P(y | x); ``boundary`` moves the inputs towards the decision boundary (accuracy drops)."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 5))
-    if boundary:
-        X[:, 0] *= 0.25
-        X[:, 1] *= 0.5
-    p = 1 / (1 + np.exp(-(2 * X[:, 0] + X[:, 1] - 0.5 * X[:, 2])))
-    return pd.DataFrame(X, columns=COLS), (rng.random(n) < p).astype(int)
+_data = binary
 
 
 def _served(client, name: str, est, X: pd.DataFrame, y: np.ndarray, aliases=(T.CHAMPION,)) -> str:

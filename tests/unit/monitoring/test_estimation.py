@@ -12,19 +12,9 @@ import pytest
 
 from airflow_saga.core import estimation
 from airflow_saga.core.estimation import HeldOut
+from tests.support.estimation_data import COLS, binary
 
-COLS = [f"x{i}" for i in range(5)]
-
-
-def _binary(n: int, seed: int, boundary: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
-    """``boundary`` moves the traffic towards the decision boundary: the model gets less accurate."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 5))
-    if boundary:
-        X[:, 0] *= 0.25
-        X[:, 1] *= 0.5
-    p = 1 / (1 + np.exp(-(2 * X[:, 0] + X[:, 1] - 0.5 * X[:, 2])))
-    return pd.DataFrame(X, columns=COLS), (rng.random(n) < p).astype(int)
+_binary = binary
 
 
 @pytest.fixture(scope="module")
