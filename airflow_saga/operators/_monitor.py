@@ -73,8 +73,8 @@ def monitor_window(
     if given(start):
         s, e = resolve_window(start, end, hours)
         return s, e, "params"
-    lo, hi = context.get("data_interval_start"), context.get("data_interval_end")
-    logical = context.get("logical_date")
+    lo, hi = _plain(context.get("data_interval_start")), _plain(context.get("data_interval_end"))
+    logical = _plain(context.get("logical_date"))
     if not given(end) and lo is not None and hi is not None and logical is not None:
         s, e = to_utc(lo), to_utc(hi)
         if s is not None and e is not None and s < e:
@@ -84,3 +84,12 @@ def monitor_window(
         return s, e, "logical_date"
     s, e = resolve_window(start, end, hours)
     return s, e, "window_hours"
+
+
+def _plain(value: Any) -> dt.datetime | None:
+    """A plain aware ``datetime`` in UTC from Airflow's context values (pendulum DateTimes)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return dt.datetime(*value.timetuple()[:6], value.microsecond, tzinfo=dt.UTC)
+    return dt.datetime.fromtimestamp(value.timestamp(), dt.UTC)

@@ -265,11 +265,17 @@ def test_shadow_replay_mode_removes_a_failing_challenger(
         "min_requests": 1,
         "on_pass": "promote",
         "on_fail": "remove",
+        "slices": [{"column": "mean radius", "edges": [15.0]}],
     }
     dr = _run("saga_shadow_comparison", conf)
     assert task_states(dr) == {"compare": "success", "gate": "success"}
     report = xcom(dr, "compare")
     assert report["mode"] == "replay" and report["labels"]["rows"] == 569
+    # per slice, from the slices Param
+    by_slice = {r["name"]: r for r in report["slices"]["results"]}
+    assert set(by_slice) == {"mean radius=(-inf, 15)", "mean radius=[15, +inf)"}
+    assert sum(r["rows"] for r in by_slice.values()) == 569
+    assert all("accuracy" in r["candidate"]["metrics"] for r in by_slice.values())
     assert 0 < report["candidate"]["metrics"]["accuracy"] < 1
     assert xcom(dr, "gate")["action"] == "remove"
     assert T.CHALLENGER not in mlflow_client.get_registered_model(model_name).aliases

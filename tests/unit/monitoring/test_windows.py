@@ -49,3 +49,13 @@ def test_params_win_and_runs_without_a_logical_date_look_back_from_now():
 def test_bad_windows_fail_clearly(start, end, hours, match):
     with pytest.raises(AirflowFailException, match=match):
         monitor_window({}, start, end, hours)
+
+
+def test_airflow_context_values_are_pendulum_datetimes():
+    import pendulum
+
+    lp = pendulum.datetime(2026, 3, 1, 12, tz="UTC")
+    ctx = {"logical_date": lp, "data_interval_start": lp, "data_interval_end": lp}
+    s, e, src = monitor_window(ctx, "", "", 1)
+    assert (s, e, src) == (L - dt.timedelta(hours=1), L, "logical_date")
+    assert type(s) is dt.datetime and s.isoformat() == "2026-03-01T11:00:00+00:00"
