@@ -400,7 +400,6 @@ class WindowDrift:
         """One chunk: ``features.<name>`` columns (and, with ``sample_meta``, capture columns to keep in
         the sample: timestamp, inference_id, row, ``_prediction``)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         from airflow_saga.core.capture_scan import FEATURE_PREFIX
 
@@ -446,7 +445,6 @@ class WindowDrift:
                         if src in ("timestamp", "inference_id")
                         else col.to_pandas().to_numpy()
                     )
-        del pc
         self.reservoir.update(frame)
 
     @staticmethod
