@@ -1909,6 +1909,16 @@ class _Evaluator:
             negated_reason=f"{lhs} is in {listing}, but the condition negates it",
         )
 
+    def no_champion(self, node: Improves, check: dict[str, Any], negated: bool) -> _Outcome:
+        """``improves``-style conditions pass when there is no champion: a first model has nothing to beat."""
+        check["passed"] = True
+        check["note"] = NO_CHAMPION_NOTE
+        self.record(check, negated)
+        return _Outcome(
+            True,
+            negated_reason=f"{node} passes because there is {NO_CHAMPION_NOTE}, but the condition negates it",
+        )
+
     def improves(self, node: Improves, negated: bool) -> _Outcome:
         cand_ref, champ_ref = Metric(node.metric, CANDIDATE), Metric(node.metric, CHAMPION)
         cand, left = self.operand(cand_ref)
@@ -1933,15 +1943,7 @@ class _Evaluator:
                 )
         cand_text = _side_text(cand_ref, cand)
         if champ is _UNKNOWN:
-            check["passed"] = True
-            check["note"] = NO_CHAMPION_NOTE
-            self.record(check, negated)
-            return _Outcome(
-                True,
-                negated_reason=(
-                    f"{node} passes because there is {NO_CHAMPION_NOTE}, but the condition negates it"
-                ),
-            )
+            return self.no_champion(node, check, negated)
         verdict = _judge(node, cand, champ)
         check["passed"] = verdict.passed
         check["absolute_improvement"] = _round(verdict.improvement)
@@ -1985,15 +1987,7 @@ class _Evaluator:
             "skipped_slices": [],
         }
         if self.report.champion is None:
-            check["passed"] = True
-            check["note"] = NO_CHAMPION_NOTE
-            self.record(check, negated)
-            return _Outcome(
-                True,
-                negated_reason=(
-                    f"{node} passes because there is {NO_CHAMPION_NOTE}, but the condition negates it"
-                ),
-            )
+            return self.no_champion(node, check, negated)
         compared: list[tuple[_SliceRow, float, float, _Judgement]] = []
         skipped: list[dict[str, Any]] = []
         for row in rows:

@@ -124,7 +124,7 @@ CATALOGUE: Final[Mapping[str, MetricInfo]] = {
         _info(
             "mape",
             _R,
-            "mean of |y - pred| / max(|y|, machine epsilon), a fraction (0.05 = 5%)",
+            "mean of abs(y - pred) / max(abs(y), machine epsilon), a fraction (0.05 = 5%)",
             gib=False,
         ),
         _info("max_error", _R, "largest absolute error", gib=False),

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 
+from tests.support.models import _experiment_id as experiment_id
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-
-EXPERIMENT = "saga-test-eval-models"
 
 
 @functools.cache
@@ -61,16 +61,6 @@ def site_models() -> tuple[Any, Any]:
     cand = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
     cand.fit(train[features(True)], corrupted)
     return champ, cand
-
-
-def experiment_id(client: MlflowClient) -> str:
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(EXPERIMENT)
-    except Exception:  # created concurrently by another test process
-        return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
 def log_sklearn(client: MlflowClient, model: Any, X: pd.DataFrame) -> dict[str, str]:

@@ -257,3 +257,18 @@ def test_shadow_comparison_uses_the_same_catalogue():
     reg = shadow.regression_metrics(y, p)
     assert reg["mae"] == pytest.approx(M.compute("regression", y, p).values["mae"])
     assert reg["r2"] == pytest.approx(skm.r2_score(y, p))
+
+
+def test_readme_catalogue_table_is_the_catalogue():
+    """The README's metric table is generated from CATALOGUE; this keeps the two from drifting apart."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    table = text.split("<!-- metric-catalogue:start", 1)[1].split("<!-- metric-catalogue:end", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    yes = {True: "yes", False: "no"}
+    want = [
+        f"| `{m.name}` | {m.task} | {yes[m.needs_proba]} | {yes[m.greater_is_better]} | {m.definition} |"
+        for m in M.CATALOGUE.values()
+    ]
+    assert rows == want
