@@ -15,7 +15,7 @@ import pytest
 
 from airflow_saga.core import conditions as C
 from airflow_saga.core import tags as T
-from airflow_saga.core.errors import ConditionError, DataError, MetricError, ModelError
+from airflow_saga.core.errors import ConditionError, DataError, MetricError, RegistryError
 from airflow_saga.core.evaluation import evaluate
 from tests.integration.conftest import task_states, xcom
 from tests.support import eval_models as E
@@ -66,7 +66,6 @@ def test_every_kind_of_model_uri_is_evaluated_with_its_lineage(
         f"runs:/{cand['run_id']}/model",  # MLflow 3: resolved to the run's logged model
         f"models:/{model_name}-elsewhere/{version}",
         f"models:/{model_name}-elsewhere@staging",
-        f"models:/{model_name}-elsewhere/latest",
     ]
     reports = [_eval(mlflow_settings, mlflow_client, model_name, uri, holdout_csv) for uri in uris]
     f1s = {r["candidate"]["metrics"]["f1"] for r in reports}
@@ -131,7 +130,6 @@ def test_native_booster_and_python_model_and_a_champion_of_another_flavour(
     [
         "models:/no-such-model/1",
         "models:/no-such-model@champion",
-        "models:/no-such-model/latest",
         "models:/m-0123456789abcdef0123456789abcdef",
         "m-0123456789abcdef0123456789abcdef",
         "runs:/0123456789abcdef0123456789abcdef/model",
@@ -140,18 +138,18 @@ def test_native_booster_and_python_model_and_a_champion_of_another_flavour(
 def test_a_model_uri_that_does_not_exist_is_a_clear_error_and_writes_nothing(
     mlflow_settings, mlflow_client, model_name, holdout_csv, uri
 ):
-    with pytest.raises(ModelError) as info:
+    with pytest.raises(RegistryError) as info:
         _eval(mlflow_settings, mlflow_client, model_name, uri, holdout_csv)
-    assert "does not exist" in str(info.value) and uri.removeprefix("models:/").split("/")[0] in str(
-        info.value
-    )
+    message = str(info.value)
+    assert f"model URI {uri!r}" in message
+    assert "does not exist" in message or "there is no logged model" in message
     assert _runs(mlflow_client, model_name) == []
 
 
 def test_a_run_without_that_model_and_a_file_that_is_not_a_model(
     mlflow_settings, mlflow_client, model_name, holdout_csv, logged
 ):
-    with pytest.raises(ModelError, match="has no model at 'nope'"):
+    with pytest.raises(RegistryError, match="has no model at 'nope'"):
         _eval(
             mlflow_settings,
             mlflow_client,
@@ -159,7 +157,13 @@ def test_a_run_without_that_model_and_a_file_that_is_not_a_model(
             f"runs:/{logged['candidate']['run_id']}/nope",
             holdout_csv,
         )
-    with pytest.raises(ModelError, match="is not an MLflow model: it has no MLmodel file"):
+    exp = E.experiment_id(mlflow_client)
+    run = mlflow_client.create_run(exp)
+    empty = mlflow_client.create_logged_model(exp, name="empty", source_run_id=run.info.run_id)
+    mlflow_client.finalize_logged_model(empty.model_id, "READY")
+    with pytest.raises(RegistryError, match="has no MLmodel file"):
+        _eval(mlflow_settings, mlflow_client, model_name, empty.model_id, holdout_csv)
+    with pytest.raises(RegistryError, match="is not a model URI"):
         _eval(mlflow_settings, mlflow_client, model_name, holdout_csv, holdout_csv)
     assert _runs(mlflow_client, model_name) == []
 

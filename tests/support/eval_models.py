@@ -65,11 +65,11 @@ def site_models() -> tuple[Any, Any]:
 
 def log_sklearn(client: MlflowClient, model: Any, X: pd.DataFrame) -> dict[str, str]:
     """Log ``model`` as a LoggedModel of a finished run (as a notebook elsewhere would); its URIs."""
-    from airflow_saga.core.models import log_sklearn_model
+    from airflow_saga.core.models import log_model
 
     exp = experiment_id(client)
     run = client.create_run(exp, run_name="trained-elsewhere")
-    uri = log_sklearn_model(client, experiment_id=exp, run_id=run.info.run_id, model=model, input_example=X)
+    uri = log_model(client, model, experiment_id=exp, run_id=run.info.run_id, input_example=X).model_uri
     client.set_terminated(run.info.run_id)
     return {"model_uri": uri, "run_id": run.info.run_id, "model_id": uri.removeprefix("models:/")}
 
