@@ -64,7 +64,7 @@ def train_and_register(
         model_name=name,
         candidate_uri=training["model_uri"],
         candidate_run_id=training["run_id"],
-        holdout_uri=training["holdout_uri"],
+        holdout=training["holdout_uri"],
         target=training["target"],
         task=training["task"],
         dataset=training.get("dataset"),
