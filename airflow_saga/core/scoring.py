@@ -26,6 +26,7 @@ How the output was read is recorded (``Scored.kind``) and shown in the evaluatio
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from airflow_saga.core.mlflow_client import MlflowSettings
 
+_LOGGED_ID_RE = re.compile(r"^m-[0-9a-f]{8,64}$")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND", "ENDPOINT_NOT_FOUND")
 _ROW_SUM_TOL = 1e-3
 
@@ -66,22 +68,115 @@ class ModelRef:
         }
 
 
-def resolve_model(client: MlflowClient, uri: str) -> ModelRef:
-    """Resolve ``uri`` with ``client`` (``core.registry.resolve_model_uri``, the registration step's own
-    resolver) and find its files; a URI that does not exist raises naming it, and nothing is read."""
-    from airflow_saga.core.models import resolve_artifact_uri
-    from airflow_saga.core.registry import resolve_model_uri
+def normalise_uri(uri: Any) -> str:
+    """``m-...`` (a logged-model id) becomes ``models:/m-...``; other URIs are kept."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise ModelError(f"a model URI must be a non-empty string like 'models:/name/1', got {uri!r}")
+    uri = uri.strip()
+    return f"models:/{uri}" if _LOGGED_ID_RE.match(uri) else uri
 
-    resolved = resolve_model_uri(client, uri, field="model URI")
-    name, _, version = (resolved.registry_version or "").rpartition("/")
-    return ModelRef(
-        uri=resolved.given_uri if not resolved.given_uri.startswith("m-") else resolved.model_uri,
-        artifact_uri=resolve_artifact_uri(client, resolved.model_uri),
-        source_run_id=resolved.run_id,
-        model_id=resolved.model_id,
-        registered_name=name or None,
-        registered_version=version or None,
-    )
+
+def _missing(uri: str, exc: Exception) -> ModelError:
+    message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
+    return ModelError(f"model URI {uri!r} does not exist: {message}")
+
+
+def _is_not_found(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) in _NOT_FOUND
+
+
+def resolve_model(client: MlflowClient, uri: str, settings: MlflowSettings | None = None) -> ModelRef:
+    """Resolve ``uri`` with ``client``; ``ModelError`` when it does not exist (no model files are read).
+
+    ``settings`` (the client's server) are needed to list a run's artifacts without MLflow's process-wide
+    default store; by default they are the client's own.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from airflow_saga.core.mlflow_client import settings_of
+
+    normalised = normalise_uri(uri)
+    given = uri.strip()  # messages name the URI as the user wrote it (a bare m-... id stays bare)
+    try:
+        return _resolve(client, normalised, given, settings or settings_of(client))
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise _missing(given, exc) from None
+        raise
+
+
+def _resolve(client: MlflowClient, uri: str, original: str, settings: MlflowSettings) -> ModelRef:
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/").strip("/")
+        if _LOGGED_ID_RE.match(rest):
+            logged = client.get_logged_model(rest)
+            return ModelRef(original, logged.artifact_location, logged.source_run_id, logged.model_id)
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = rest.rpartition("/")
+            if not name or not version:
+                raise ModelError(
+                    f"model URI {original!r} is not models:/<name>/<version>, models:/<name>@<alias> "
+                    "or models:/m-<id>"
+                )
+            if version == "latest":
+                found = client.search_model_versions(
+                    f"name='{name}'", max_results=1, order_by=["version_number DESC"]
+                )
+                if not found:
+                    raise ModelError(f"model URI {original!r} does not exist: {name!r} has no versions")
+                mv = found[0]
+            else:
+                mv = client.get_model_version(name, version)
+        inner = (
+            _resolve(client, mv.source, original, settings)
+            if str(mv.source).startswith(("models:/", "runs:/"))
+            else None
+        )
+        return ModelRef(
+            original,
+            inner.artifact_uri if inner else str(mv.source),
+            mv.run_id or (inner.source_run_id if inner else None),
+            inner.model_id if inner else None,
+            mv.name,
+            str(mv.version),
+        )
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        if not run_id or not path.strip("/"):
+            raise ModelError(f"model URI {original!r} is not runs:/<run_id>/<path>")
+        import mlflow.artifacts
+
+        from airflow_saga.core.mlflow_client import bounded
+
+        run = client.get_run(run_id)
+        path = path.strip("/")
+        with bounded(settings):
+            found = mlflow.artifacts.list_artifacts(
+                artifact_uri=f"{run.info.artifact_uri.rstrip('/')}/{path}", tracking_uri=settings.tracking_uri
+            )
+        listed = {Path(f.path).name for f in found}
+        if "MLmodel" in listed:
+            return ModelRef(original, uri, run_id)
+        name = path.split("/", 1)[0]
+        token = None
+        while True:  # MLflow 3 keeps models logged with name=... as logged models, not run artifacts
+            page = client.search_logged_models(
+                experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'", page_token=token
+            )
+            for logged in page:
+                if logged.source_run_id == run_id:
+                    return ModelRef(original, logged.artifact_location, run_id, logged.model_id)
+            token = page.token
+            if not token:
+                break
+        raise ModelError(
+            f"model URI {original!r} does not exist: run {run_id} has no model at {path!r} "
+            "(no MLmodel file, and no logged model of that name from this run)"
+        )
+    return ModelRef(original, uri)
 
 
 @dataclasses.dataclass
@@ -227,22 +322,42 @@ def _column_classes(columns: list[Any] | None, known: np.ndarray, k: int, uri: s
     )
 
 
+def checked_ref(client: MlflowClient, uri: str) -> ModelRef:
+    """``uri`` resolved *and checked* the way registration checks it (a READY logged model with an MLmodel
+    file), so evaluate and register accept and refuse exactly the same URIs with the same messages.
+
+    ``core.registry.resolve_model_uri`` does the checks on top of ``resolve_model`` above; this turns its
+    answer back into a ``ModelRef`` (one module resolves, the other validates: no cycle at run time).
+    """
+    from airflow_saga.core.models import resolve_artifact_uri
+    from airflow_saga.core.registry import resolve_model_uri
+
+    resolved = resolve_model_uri(client, uri, field="model URI")
+    name, _, version = (resolved.registry_version or "").rpartition("/")
+    return ModelRef(
+        uri=resolved.given_uri if not resolved.given_uri.startswith("m-") else resolved.model_uri,
+        artifact_uri=resolve_artifact_uri(client, resolved.model_uri),
+        source_run_id=resolved.run_id,
+        model_id=resolved.model_id,
+        registered_name=name or None,
+        registered_version=version or None,
+    )
+
+
 def load_model(settings: MlflowSettings, client: MlflowClient, uri: str) -> LoadedModel:
     """Resolve and load ``uri``: the raw estimator for the sklearn flavour, pyfunc for any other."""
     from mlflow.exceptions import MlflowException
 
     from airflow_saga.core.mlflow_client import download_artifacts
 
-    ref = resolve_model(client, uri)
+    ref = checked_ref(client, uri)
     local_dir = tempfile.mkdtemp(prefix="saga-eval-model-")
     try:
         try:
             local = download_artifacts(settings, ref.artifact_uri, local_dir)
         except MlflowException as exc:
-            if getattr(exc, "error_code", None) in _NOT_FOUND:
-                raise ModelError(
-                    f"model URI {ref.uri!r} has no files at {ref.artifact_uri!r}: {exc}"
-                ) from None
+            if _is_not_found(exc):
+                raise _missing(ref.uri, exc) from None
             raise
         except OSError as exc:
             raise ModelError(f"model URI {ref.uri!r} cannot be read: {exc}") from None
