@@ -414,12 +414,28 @@ TRACE = False  # print the stack of each watched event (to find what raised it)
 _hooked = False
 
 
+def _in_import() -> bool:
+    """Whether the import system is running (a lazily imported module being read, unmarshalled, executed)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _audit(event: str, args: tuple) -> None:
     if not _armed or not event.startswith(WATCHED):
         return
+    if event in ("marshal.loads", "exec", "compile") and _in_import():
+        return  # module code loaded by ``import``: the interpreter's own, not code from a request body
     if event == "open":
         target = str(args[0]) if args else ""
-        if not target.endswith((".py", ".pyc", ".so")) and "/proc/" not in target:
+        # Lazy imports read modules and may write bytecode (a ``.pyc.<n>`` temp file under
+        # ``sys.pycache_prefix``, reopened by its descriptor number): the interpreter, not a body.
+        prefix = sys.pycache_prefix or "\0"
+        bytecode = ".pyc." in target or target.startswith(prefix) or target.isdigit()
+        if not bytecode and not target.endswith((".py", ".pyc", ".so")) and "/proc/" not in target:
             _armed[0].audit_events.append(f"open {target[:120]}")
         return
     if event == "socket.connect":

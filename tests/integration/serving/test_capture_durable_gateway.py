@@ -6,6 +6,7 @@ import os
 import signal
 import stat
 import threading
+import time
 import uuid
 
 import pytest
@@ -24,9 +25,9 @@ def test_sigkill_of_a_durable_gateway_loses_no_answered_request(gateway_factory,
     models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
     models.register_sklearn(mlflow_client, name, models.fit(seed=1), aliases=(tags.CHALLENGER,))
     cap = tmp_path / "capture"
-    # thread mode: the shadow results are written by the gateway process itself, after the response
-    gw = gateway_factory(name, "--shadow", "challenger", "--shadow-mode", "thread", "--capture-dir", str(cap),
-                         "--capture-durability", "durable", "--flush-interval", "3600")  # fmt: skip
+    # the shadow process writes its halves to _shadow/ after the response; the reader merges them
+    gw = gateway_factory(name, "--shadow", "challenger", "--capture-dir", str(cap),
+                         "--capture-durability", "durable", "--flush-interval", "0.5")  # fmt: skip
     assert gw.health()["capture"]["durability"] == "durable"
     answered: list[str] = []
     stop = threading.Event()
@@ -49,9 +50,17 @@ def test_sigkill_of_a_durable_gateway_loses_no_answered_request(gateway_factory,
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(3)]
     for t in threads:
         t.start()
-    while len(answered) < 300 and all(t.is_alive() for t in threads):
+
+    def shadow_halves_on_disk() -> bool:
+        halves = cap / name / "_shadow"
+        return halves.exists() and any(p.is_file() for p in halves.rglob("*"))
+
+    deadline = time.monotonic() + 120
+    while (len(answered) < 300 or not shadow_halves_on_disk()) and time.monotonic() < deadline:
+        if not all(t.is_alive() for t in threads):
+            break
         threading.Event().wait(0.05)
-    os.killpg(gw.proc.pid, signal.SIGKILL)  # mid-traffic, with an hour of flush interval still to go
+    os.killpg(gw.proc.pid, signal.SIGKILL)  # mid-traffic: buffered records of the last interval would be lost
     gw.proc.wait(timeout=60)
     stop.set()
     for t in threads:
@@ -65,6 +74,7 @@ def test_sigkill_of_a_durable_gateway_loses_no_answered_request(gateway_factory,
     mine = df[df["inference_id"].isin(answered)]
     scored = mine["shadow_prediction"].notna() & mine["shadow_error"].isna()
     assert (scored | (mine["shadow_error"] == SHADOW_PENDING)).all()
-    assert scored.sum() > 0 and (mine["shadow_variant"] == "challenger").all()
+    assert scored.sum() > 0, sorted(str(p.relative_to(cap)) for p in cap.rglob("*"))
+    assert (mine["shadow_variant"] == "challenger").all()
     files = [p for p in cap.rglob("*") if p.is_file()]
     assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}
