@@ -290,10 +290,12 @@ def _gate_dag(model_name, report, **kwargs):
     return _sync(dag)
 
 
-def _report(champion, candidate, passed=True):
+def _report(model_name, champion, candidate, passed=True):
     metrics = {"error_rate": 0.0 if passed else 0.5, "agreement": 1.0, "latency_p99_ms": 5.0}
     return {
         "schema": "saga.shadow/v1",
+        "model_name": model_name,
+        "mode": "replay",
         "champion": {"version": champion, "metrics": dict(metrics, error_rate=0.0)},
         "candidate": {"version": candidate, "metrics": metrics},
     }
@@ -306,18 +308,18 @@ def test_shadow_gate_acts_only_on_the_versions_it_judged(airflow_db, mlflow_conn
     promotion.promote(mlflow_client, model_name, v1, T.CHAMPION, by="t", reason="one")
     promotion.promote(mlflow_client, model_name, v3, T.CHALLENGER, by="t", reason="newer challenger")
     # The report judged v2 as challenger, but v3 holds the alias now: nothing is removed.
-    dr = _gate_dag(model_name, _report(v1, v2, passed=False), on_fail="remove").test()
+    dr = _gate_dag(model_name, _report(model_name, v1, v2, passed=False), on_fail="remove").test()
     assert _states(dr) == {"gate": "success"}
     assert _xcom(dr, "gate")["promotion"] is None
     assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1, T.CHALLENGER: v3}
     # It judged v3 against champion v2, but champion is v1: promotion refused, nothing changes.
     before = promotion.history(mlflow_client, model_name)
-    dr = _gate_dag(model_name, _report(v2, v3), on_pass="promote").test()
+    dr = _gate_dag(model_name, _report(model_name, v2, v3), on_pass="promote").test()
     assert _states(dr) == {"gate": "failed"}
     assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1, T.CHALLENGER: v3}
     assert promotion.history(mlflow_client, model_name) == before
     # The judged versions still hold their aliases: the challenger is removed, inside the lock.
-    dr = _gate_dag(model_name, _report(v1, v3, passed=False), on_fail="remove").test()
+    dr = _gate_dag(model_name, _report(model_name, v1, v3, passed=False), on_fail="remove").test()
     assert _states(dr) == {"gate": "success"}
     assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1}
     assert promotion.history(mlflow_client, model_name)[-1]["by"] == "airflow-saga shadow gate"

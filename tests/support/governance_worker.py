@@ -28,7 +28,7 @@ PRELOAD = [
 def run_op(tracking_uri: str, name: str, idx: int, op: tuple, start_event: Any, ready: Any, out: Any) -> None:
     """Build a client, report ``ready``, run ``op`` as user ``w<idx>`` once ``start_event`` fires."""
     from airflow_saga.core import approval, promotion
-    from airflow_saga.core.errors import GovernanceBusyError, SagaError
+    from airflow_saga.core.errors import GovernanceBusyError, MlflowUnreachableError, SagaError
     from airflow_saga.core.mlflow_client import MlflowSettings, build_client
 
     client = build_client(MlflowSettings(tracking_uri=tracking_uri, max_retries=0))
@@ -49,6 +49,8 @@ def run_op(tracking_uri: str, name: str, idx: int, op: tuple, start_event: Any, 
             approval.set_status(client, name, args[0], args[1], by=by, comment="storm")
         else:
             raise ValueError(kind)
+    except MlflowUnreachableError as exc:  # the server did not answer in time: an error, not a refusal
+        outcome, error, count = "error", f"{type(exc).__name__}: {exc}", 0
     except GovernanceBusyError as exc:
         outcome, error, count = "busy", f"{type(exc).__name__}: {exc}", 0
     except SagaError as exc:
