@@ -10,12 +10,11 @@ under the primary key ``name`` and answers RESOURCE_ALREADY_EXISTS to every othe
 How it behaves under contention and crashes:
 
 - **Few calls, jittered backoff.** A waiter reads the lock (one cheap GET) and only tries to create it when
-  it is absent; between attempts it sleeps a full-jitter exponential backoff whose cap grows with the
-  time it has waited, from 0.5 s to ``max_delay`` (4 s) after half a minute. A long wait means many
-  contenders, and with many of them one is always about to look, so a hundred waiters cost the server
-  about fifty reads a second (not a stampede of failing inserts that exhausts its connection pool) while
-  the lock still changes hands within tens of milliseconds of a release; two or three waiters look
-  often enough that a handoff takes a fraction of a second.
+  it is absent; between attempts it sleeps a full-jitter exponential backoff (50 ms doubling up to
+  ``max_delay``, 4 s, within a few seconds of waiting). A hundred waiters therefore cost the server about
+  fifty reads a second, not a stampede of failing inserts that exhausts its connection pool, and with
+  that many one is always about to look, so the lock still changes hands within tens of milliseconds of
+  a release; a lone waiter notices a release within two seconds on average.
 - **Short lease, renewed.** The lock carries an owner token and an expiry ``ttl`` seconds ahead (6 s).
   A heartbeat thread renews it every ``ttl / 4`` while held, so a long operation (a history migration)
   keeps it, and a holder that was killed stops renewing: its lock expires within ``ttl`` and the next
@@ -103,7 +102,7 @@ class ModelLock:
 
     :param ttl: lease length in seconds; renewed every ``ttl / 4`` while held.
     :param timeout: how long to wait for the lock before raising ``GovernanceBusyError`` (nothing changed).
-    :param max_delay: cap of the jittered backoff between attempts (reached after ~30 s of waiting).
+    :param max_delay: cap of the jittered backoff between attempts.
     :param margin: ``check()`` refuses when less lease than this is left (default ``ttl / 4``).
     """
 
@@ -177,11 +176,7 @@ class ModelLock:
                     f"another promotion, rollback or approval holds {self.name!r}{holder}; nothing was "
                     "changed, retry"
                 )
-            # The cap grows with the time waited: a long wait means many contenders, and with many of them
-            # one is always about to look, so each may look less often (the server serves the holder).
-            waited = self.timeout - (deadline - time.monotonic())
-            cap = min(self.max_delay, 0.5 + waited / 8)
-            step = min(cap, self.base_delay * 2 ** min(self.attempts, 12))
+            step = min(self.max_delay, self.base_delay * 2 ** min(self.attempts, 12))
             time.sleep(min(random.uniform(0, step), max(0.0, deadline - time.monotonic())))
 
     def _try_create(self) -> bool:

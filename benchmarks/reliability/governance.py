@@ -218,7 +218,7 @@ def history_size(stack: _Stack, sizes: tuple[int, ...], promotes: int) -> list[d
             promotion.promote(client, name, target, T.CHAMPION, by="bench", reason=f"timed {i}")
             times.append(time.perf_counter() - t0)
         medians[size] = statistics.median(times)
-        assert len(promotion.history_page(client, name, limit=5).entries) == 5
+        assert len(promotion.history_page(client, name, limit=5).entries) == min(5, size + promotes)
         tags_at[size] = len(client.get_registered_model(name).tags)
     base = medians[sizes[0]]
     rows = [
