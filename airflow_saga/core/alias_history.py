@@ -756,3 +756,140 @@ def applied(current: dict[str, str], entry: dict[str, Any]) -> dict[str, str]:
     else:
         out[entry["alias"]] = str(entry["to"])
     return out
+
+
+# --------------------------------------------------------------------------- changes saga did not make
+@dataclasses.dataclass(frozen=True)
+class UnrecordedAlias:
+    """A governed alias whose holder in the registry is not the one saga's history says.
+
+    ``registry`` is what MLflow serves now (None: the alias is unset), ``recorded`` the holder after the
+    last committed history entry of that alias (None: saga never set it, or last removed it), ``seq`` that
+    entry's number (None: the alias has no entry). The alias was moved outside saga, by hand in the MLflow
+    UI or with ``set_registered_model_alias``: the history does not say who moved it, when, or why.
+    """
+
+    model: str
+    alias: str
+    registry: str | None
+    recorded: str | None
+    seq: int | None
+    recorded_at: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def message(self) -> str:
+        now = f"v{self.registry}" if self.registry else "no version"
+        was = f"v{self.recorded}" if self.recorded else "no version"
+        where = f" (entry #{self.seq} at {self.recorded_at})" if self.seq else " (no history entry)"
+        return (
+            f"@{self.alias} of model {self.model!r} is on {now} in the registry, but saga's history says "
+            f"{was}{where}: the alias was moved outside saga and the change is unrecorded"
+        )
+
+
+def _last_entry(client: MlflowClient, state: ModelState, alias: str) -> dict[str, Any] | None:
+    return next(iter_newest(client, state, alias=alias, page=20), None)
+
+
+def _in_flight(client: MlflowClient, state: ModelState, alias: str, version: str | None) -> bool:
+    """A saga change of ``alias`` to ``version`` written after the head: being committed, or interrupted.
+
+    Either way the next saga change commits it (``HistoryWriter.recover``), so it is not unrecorded. One
+    search: intents start after the head's time (entries' start times strictly increase).
+    """
+    eid = state.head.experiment_id
+    if eid is None:
+        exp = client.get_experiment_by_name(experiment_name(state.name))
+        if exp is None or exp.lifecycle_stage == "deleted":
+            return False
+        if (exp.tags or {}).get(MODEL_CREATED_TAG) != str(state.created_ms):
+            return False
+        eid = str(exp.experiment_id)
+    runs = _search(
+        client,
+        eid,
+        f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time > {state.head.time_ms}",
+        max_results=50,
+    )
+    for run in runs:
+        seq = _seq_of(run)
+        if seq is None or seq <= state.head.seq:
+            continue
+        to = run.data.tags.get(T.HISTORY_TO)
+        if (to or None) == version:
+            return True
+    return False
+
+
+def unrecorded_in(client: MlflowClient, state: ModelState) -> list[UnrecordedAlias]:
+    """``unrecorded_aliases`` for a model already read as ``state``.
+
+    Compared with each alias's last history entry, not with the head's alias snapshot: the next saga
+    commit snapshots whatever the registry holds, a hand-moved alias included, so the snapshot would
+    forget the change.
+    """
+    out = []
+    for alias in ALIASES:
+        actual = state.aliases.get(alias)
+        last = _last_entry(client, state, alias)
+        recorded = None if last is None or last.get("to") is None else str(last["to"])
+        if recorded == actual or _in_flight(client, state, alias, actual):
+            continue
+        out.append(
+            UnrecordedAlias(
+                model=state.name,
+                alias=alias,
+                registry=actual,
+                recorded=recorded,
+                seq=None if last is None else int(last["seq"]),
+                recorded_at=None if last is None else last.get("at"),
+            )
+        )
+    return out
+
+
+def unrecorded_aliases(client: MlflowClient, name: str) -> list[UnrecordedAlias]:
+    """Governed aliases (champion, challenger) moved outside saga: the registry disagrees with the history.
+
+    Why: an alias moved in the MLflow UI bypasses approval, policies and the history, and the gateway
+    would serve it silently. Cheap enough to call on every model load or swap (not per request): one
+    ``get_registered_model`` and one indexed history search per alias; on disagreement one more search
+    for in-flight saga changes, which are not reported (a promotion between its alias move and its
+    commit, or one interrupted there, which the next saga change completes). An alias saga never set but
+    that is set in the registry is reported with ``recorded=None, seq=None``.
+    RegistryError for an unknown model.
+    """
+    return unrecorded_in(client, read_state(client, name))
+
+
+def history_gaps(entries: list[dict[str, Any]], *, complete: bool = True) -> list[dict[str, Any]]:
+    """Unrecorded changes visible inside a history: an entry's ``from`` is not the previous entry's ``to``.
+
+    Each gap ``{alias, after_seq, before_seq, recorded, found, since, until}``: between entries
+    ``after_seq`` (or the start, None) and ``before_seq`` the alias went from ``recorded`` to ``found``
+    outside saga, at a time between ``since`` and ``until``. ``complete=False`` (a page of the newest
+    entries): an alias's first entry on the page is not judged, having no predecessor to compare with.
+    """
+    last: dict[str, dict[str, Any]] = {}
+    gaps = []
+    for e in entries:
+        alias = str(e.get("alias"))
+        prev = last.get(alias)
+        held = None if prev is None or prev.get("to") is None else str(prev["to"])
+        found = None if e.get("from") is None else str(e["from"])
+        if (prev is not None or complete) and held != found:
+            gaps.append(
+                {
+                    "alias": alias,
+                    "after_seq": None if prev is None else prev["seq"],
+                    "before_seq": e["seq"],
+                    "recorded": held,
+                    "found": found,
+                    "since": None if prev is None else prev.get("at"),
+                    "until": e.get("at"),
+                }
+            )
+        last[alias] = e
+    return gaps

@@ -383,6 +383,18 @@ def format_history(entries: list[dict[str, Any]]) -> str:
     )
 
 
+def format_gap(g: dict[str, Any]) -> str:
+    """One unrecorded change found inside the history (see ``alias_history.history_gaps``)."""
+    was = f"v{g['recorded']}" if g.get("recorded") else "no version"
+    found = f"v{g['found']}" if g.get("found") else "no version"
+    where = (
+        f"between #{g['after_seq']} ({g['since']}) and #{g['before_seq']} ({g['until']})"
+        if g.get("after_seq")
+        else f"before #{g['before_seq']} ({g['until']})"
+    )
+    return f"UNRECORDED CHANGE: @{g['alias']} went from {was} to {found} outside saga, {where}"
+
+
 def format_versions(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no matching versions)"
