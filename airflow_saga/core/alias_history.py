@@ -893,3 +893,61 @@ def history_gaps(entries: list[dict[str, Any]], *, complete: bool = True) -> lis
             )
         last[alias] = e
     return gaps
+
+
+# ------------------------------------------------------------------------------------------ time travel
+def _entry_time_ms(entry: dict[str, Any]) -> int:
+    return parse_time_ms(entry.get("at")) or 0
+
+
+def entry_at(client: MlflowClient, state: ModelState, alias: str, at_ms: int) -> dict[str, Any] | None:
+    """The last committed entry of ``alias`` at or before ``at_ms`` (one indexed search), or None.
+
+    Entries are ordered by their runs' start times, which are the entries' times to the millisecond.
+    """
+    legacy = [e for e in reversed(state.legacy) if e["seq"] > state.head.seq and e["alias"] == alias]
+    for e in legacy:  # not yet migrated: all newer than every run
+        if _entry_time_ms(e) <= at_ms:
+            return e
+    if not (state.head.experiment_id and state.head.seq):
+        return None
+    token = None
+    while True:
+        runs = _search(
+            client,
+            state.head.experiment_id,
+            f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time <= {int(at_ms)}",
+            max_results=20,
+            newest_first=True,
+            page_token=token,
+        )
+        found = _committed_entries(runs, state.head, set())
+        if found:
+            return found[0]
+        token = runs.token
+        if not token:
+            return None
+
+
+def entry_after(client: MlflowClient, state: ModelState, alias: str, at_ms: int) -> dict[str, Any] | None:
+    """The first committed entry of ``alias`` after ``at_ms`` (one indexed search), or None."""
+    if state.head.experiment_id and state.head.seq:
+        token = None
+        while True:
+            runs = _search(
+                client,
+                state.head.experiment_id,
+                f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time > {int(at_ms)}",
+                max_results=20,
+                page_token=token,
+            )
+            found = _committed_entries(runs, state.head, set())
+            if found:
+                return found[0]
+            token = runs.token
+            if not token:
+                break
+    for e in state.legacy:
+        if e["seq"] > state.head.seq and e["alias"] == alias and _entry_time_ms(e) > at_ms:
+            return e
+    return None

@@ -13,11 +13,13 @@ Reverse: which versions were trained on dataset digest X, which came from Airflo
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_saga.core import approval, promotion
+from airflow_saga.core import alias_history, approval, promotion
 from airflow_saga.core import tags as T
-from airflow_saga.core.errors import RegistryError
+from airflow_saga.core.errors import ParameterError, RegistryError
 from airflow_saga.core.registry import get_registered_model, get_version, reuse_entries
 
 if TYPE_CHECKING:
@@ -233,6 +235,148 @@ def versions_by_dag_run(client: MlflowClient, dag_id: str, run_id: str) -> list[
     return _search(
         client, f"tags.`{T.AIRFLOW_DAG_ID}` = '{_q(dag_id)}' AND tags.`{T.AIRFLOW_RUN_ID}` = '{_q(run_id)}'"
     )
+
+
+# --- time travel -----------------------------------------------------------------------------------
+
+MAX_AT_CHARS = 64
+_EPOCH_MS = re.compile(r"\d{1,16}")
+AT_FORMATS = (
+    "an ISO-8601 time (2026-12-01T14:30:00Z, 2026-12-01T15:30:00+01:00, or 2026-12-01 14:30, which "
+    "without a zone means UTC) or epoch milliseconds (1796135400000)"
+)
+
+
+def parse_at(value: Any, *, field: str = "at") -> int:
+    """A moment as epoch milliseconds (UTC); ParameterError naming ``field`` and the value otherwise.
+
+    Accepts an ISO-8601 string (a trailing ``Z`` or an offset; **no zone means UTC**, never the machine's
+    local zone, so the answer does not depend on where the command runs), a timezone-aware or naive (UTC)
+    ``datetime``, or epoch milliseconds as an int or a string of digits.
+    """
+    if isinstance(value, bool):
+        raise ParameterError(f"{field}: {value!r} is not a time; give {AT_FORMATS}")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, datetime):
+        ms = round((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1000)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > MAX_AT_CHARS:
+            raise ParameterError(f"{field}: {value[:100]!r} is not a time; give {AT_FORMATS}")
+        if _EPOCH_MS.fullmatch(text):
+            ms = int(text)
+        else:
+            try:
+                moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                ms = round(moment.timestamp() * 1000)
+            except (ValueError, OverflowError, OSError):
+                raise ParameterError(f"{field}: {text!r} is not a time; give {AT_FORMATS}") from None
+    else:
+        raise ParameterError(f"{field}: {value!r} ({type(value).__name__}) is not a time; give {AT_FORMATS}")
+    if ms < 0:
+        raise ParameterError(f"{field}: {value!r} is before 1970; give {AT_FORMATS}")
+    try:
+        alias_history.iso_ms(ms)
+    except (ValueError, OverflowError, OSError):
+        raise ParameterError(f"{field}: {value!r} is out of range; give {AT_FORMATS}") from None
+    return ms
+
+
+def aliases_at(client: MlflowClient, name: str, at: Any, *, field: str = "at") -> dict[str, Any]:
+    """Which version held each governed alias of ``name`` at ``at``, with the entry that put it there.
+
+    ``at`` is anything ``parse_at`` takes (``field`` names it in errors). The answer per alias is
+    ``{version, entry, next, unrecorded}``:
+    ``entry`` is the last committed history entry of the alias at or before ``at`` (None: saga had not
+    set it yet; ``version`` None: unset), ``next`` the entry after it. ``unrecorded`` is None, or says why
+    the registry may have differed at that moment: the next entry found the alias on another version than
+    the history recorded (moved outside saga at some time between the two entries), or, with no later
+    entry, the registry holds another version now (moved outside saga after the last entry). Costs one
+    read of the model and two indexed searches per alias, however long the history.
+
+    ParameterError for a malformed time; RegistryError for an unknown model, a time before the model was
+    created, or a time in the future (the history cannot know it yet).
+    """
+    at_ms = parse_at(at, field=field)
+    state = alias_history.read_state(client, name)
+    at_iso = alias_history.iso_ms(at_ms)
+    created = alias_history.iso_ms(state.created_ms)
+    if at_ms < state.created_ms:
+        hint = ""
+        if isinstance(at, int | str) and str(at).strip().isdigit() and at_ms < 10**11:
+            hint = (
+                f"; {str(at).strip()} was read as epoch milliseconds ({at_iso}): as epoch seconds it would "
+                f"be {str(at).strip()}000"
+            )
+        raise RegistryError(
+            f"Registered model {name!r} did not exist at {at_iso}: it was created at {created}{hint}"
+        )
+    now = alias_history.now_ms()
+    if at_ms > now:
+        raise RegistryError(
+            f"at {at_iso} is in the future (now {alias_history.iso_ms(now)}): the history of model "
+            f"{name!r} can only answer for past moments"
+        )
+    out: dict[str, Any] = {}
+    current: list[alias_history.UnrecordedAlias] | None = None
+    for alias in alias_history.ALIASES:
+        entry = alias_history.entry_at(client, state, alias, at_ms)
+        nxt = alias_history.entry_after(client, state, alias, at_ms)
+        version = None if entry is None or entry.get("to") is None else str(entry["to"])
+        unrecorded = None
+        if nxt is not None:
+            found = None if nxt.get("from") is None else str(nxt["from"])
+            if found != version:
+                unrecorded = (
+                    f"entry #{nxt['seq']} ({nxt['at']}) found @{alias} on {_v(found)}, not "
+                    f"{_v(version)}: it was moved outside saga at an unrecorded time between "
+                    f"{entry['at'] if entry else 'the model creation'} and {nxt['at']}"
+                )
+        else:
+            if current is None:
+                current = alias_history.unrecorded_in(client, state)
+            moved = next((u for u in current if u.alias == alias), None)
+            if moved is not None:
+                unrecorded = (
+                    f"the registry now has @{alias} on {_v(moved.registry)}, moved outside saga at an "
+                    f"unrecorded time after "
+                    f"{entry['at'] if entry else 'the model creation'}"
+                )
+        out[alias] = {"version": version, "entry": entry, "next": nxt, "unrecorded": unrecorded}
+    return {
+        "model": name,
+        "at": at_iso,
+        "at_ms": at_ms,
+        "model_created": created,
+        "aliases": out,
+        "now": {a: v for a, v in sorted(state.aliases.items()) if a in alias_history.ALIASES},
+    }
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "no version"
+
+
+def format_aliases_at(d: dict[str, Any]) -> str:
+    """Render ``aliases_at()`` for a human: one line per alias, and the entry that explains it."""
+    lines = [f"Model {d['model']} at {d['at']} (model created {d['model_created']}):"]
+    for alias, a in d["aliases"].items():
+        e = a["entry"]
+        held = f"v{a['version']}" if a["version"] else "(no version)"
+        if e is None:
+            why = "no history entry yet: saga had not set it"
+        else:
+            why = (
+                f"since #{e['seq']} {e['at']} {e['action']} {e.get('from') or '-'} -> {e.get('to') or '-'} "
+                f"by {e.get('by')}" + (f": {e['reason']}" if e.get("reason") else "")
+            )
+        lines.append(f"  @{alias:<10} {held:<12} {why}")
+        if a["unrecorded"]:
+            lines.append(f"      UNRECORDED CHANGE: {a['unrecorded']}")
+    return "\n".join(lines)
 
 
 # --- human-readable rendering ---------------------------------------------------------------------
