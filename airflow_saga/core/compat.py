@@ -356,3 +356,23 @@ def evidently_stattest(reference: Any, current: Any, column_type: Any, method: s
     from evidently.legacy.calculations.stattests.registry import get_stattest
 
     return get_stattest(reference, current, column_type, method)
+
+
+def evidently_method_kinds(method: str) -> list[str]:
+    """The column kinds (``numerical``, ``categorical``) Evidently's stat test ``method`` applies to; empty
+    when no test of that name is registered. Lets a monitor refuse a misspelt or misapplied method up front
+    with its own message instead of Evidently's error mid-run.
+
+    Relies on ``evidently.legacy.calculations.stattests.registry.get_registered_stattest`` (the lookup
+    ``get_stattest`` does for a named method), which raises ``ValueError`` subclasses when it fails.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+
+    kinds = []
+    for kind, numerical in (("numerical", True), ("categorical", False)):
+        try:
+            get_registered_stattest(method, evidently_column_type(numerical))
+        except ValueError:
+            continue
+        kinds.append(kind)
+    return kinds

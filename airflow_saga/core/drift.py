@@ -85,6 +85,10 @@ QUALITY_METRICS = {
 #: Quality metrics where higher is better (a threshold is a minimum); every other one is a loss (maximum).
 HIGHER_IS_BETTER = ("accuracy", "f1", "f1_macro", "f1_weighted", "roc_auc", "precision", "recall", "r2")
 QUALITY_SOURCES = ("estimated", "realised")
+#: Metrics ``quality_thresholds`` may name: those realised quality (Evidently's presets) or estimated
+#: quality (CBPE: accuracy, f1, f1_macro, roc_auc; DLE: mae, rmse) reports. Any other name is refused, so a
+#: misspelt threshold never silently guards nothing.
+QUALITY_THRESHOLD_METRICS = frozenset((*QUALITY_METRICS.values(), "f1_macro", "roc_auc"))
 #: Capture columns the drift pass reads besides the features.
 META_COLUMNS = [
     "inference_id",
@@ -160,13 +164,32 @@ class DriftConfig:
             raise DataError(
                 f"estimation_boot must be a whole number in [20, 5000], got {cfg.estimation_boot!r}"
             )
+        if not isinstance(cfg.estimate, bool):
+            raise DataError(f"estimate must be true or false, got {cfg.estimate!r}")
         if not isinstance(cfg.quality_thresholds, dict):
             raise DataError(
                 f"quality_thresholds must be an object of metric: limit, got {cfg.quality_thresholds!r}"
             )
         for k, v in cfg.quality_thresholds.items():
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise DataError(f"quality_thresholds[{k!r}] must be a number, got {v!r}")
+            if k not in QUALITY_THRESHOLD_METRICS:
+                raise DataError(
+                    f"quality_thresholds names an unknown metric {k!r}; known: "
+                    f"{sorted(QUALITY_THRESHOLD_METRICS)}"
+                )
+            _finite_number(v, f"quality_thresholds[{k!r}]")
+        for name in ("threshold", "num_threshold", "cat_threshold"):
+            if getattr(cfg, name) is not None:
+                _finite_number(getattr(cfg, name), name)
+        for name in ("per_column_method", "per_column_threshold"):
+            if not isinstance(getattr(cfg, name), dict):
+                raise DataError(f"{name} must be an object of column: value, got {getattr(cfg, name)!r}")
+        for col, v in cfg.per_column_threshold.items():
+            _finite_number(v, f"per_column_threshold[{col!r}]")
+        methods = [(n, getattr(cfg, n)) for n in ("method", "num_method", "cat_method")]
+        methods += [(f"per_column_method[{c!r}]", m) for c, m in cfg.per_column_method.items()]
+        for field, method in methods:
+            if method is not None:
+                _check_method(field, method)
         bad = [s for s in cfg.quality_alert_on if s not in QUALITY_SOURCES]
         if bad or not isinstance(cfg.quality_alert_on, list):
             raise DataError(
@@ -186,6 +209,30 @@ class DriftConfig:
             return float(self.per_column_threshold[column])
         t = self.num_threshold if kind == NUMERICAL else self.cat_threshold
         return t if t is not None else self.threshold
+
+
+def _finite_number(value: Any, field: str) -> None:
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DataError(f"{field} must be a finite number, got {value!r}")
+
+
+def _check_method(field: str, method: Any) -> None:
+    """A drift method must be one of Evidently's registered stat tests, for the column kind it is set for."""
+    from airflow_saga.core.compat import evidently_method_kinds
+
+    if not isinstance(method, str) or not method:
+        raise DataError(f"{field} must be the name of an Evidently stat test, got {method!r}")
+    kinds = evidently_method_kinds(method)
+    if not kinds:
+        raise DataError(
+            f"{field} {method!r} is not an Evidently stat test (e.g. wasserstein, ks, psi, jensenshannon, "
+            f"chisquare, kl_div, hellinger, anderson)"
+        )
+    need = {"num_method": NUMERICAL, "cat_method": CATEGORICAL}.get(field)
+    if need and need not in kinds:
+        raise DataError(f"{field} {method!r} does not apply to {need} features (it takes {', '.join(kinds)})")
 
 
 # --- typing values like the baseline ----------------------------------------------------------------------
@@ -508,10 +555,15 @@ class WindowDrift:
                 rows[c] = _missing_row(types[c], "every value in the window is missing (NaN/null)", 1.0)
                 continue
             method, thr = config.method_for(c, types[c]), config.threshold_for(c, types[c])
-            if types[c] == NUMERICAL:
-                res = judge_numeric(ref_c, summary, method, thr)
-            else:
-                res = judge_categorical(ref_c, summary, method, thr)
+            try:
+                if types[c] == NUMERICAL:
+                    res = judge_numeric(ref_c, summary, method, thr)
+                else:
+                    res = judge_categorical(ref_c, summary, method, thr)
+            except ValueError as exc:  # Evidently's registry: a method that does not take this column kind
+                raise DataError(
+                    f"{who}: feature {c!r} ({types[c]}) cannot be judged with drift method {method!r}: {exc}"
+                ) from exc
             rows[c] = {"type": types[c], **res, "missing_share": missing_share}
             judged.append(c)
         counted = [c for c, r in rows.items() if r["method"] != "not judged"]
@@ -848,6 +900,8 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(estimated)
     for reason in (result.get("alert") or {}).get("reasons", []):
         lines.append(f"  ALERT: {reason}")
+    for note in (result.get("alert") or {}).get("unchecked", []):
+        lines.append(f"  threshold not checked: {note}")
     return "\n".join(lines)
 
 
@@ -872,16 +926,28 @@ def estimation_summary(est: dict[str, Any] | None) -> str:
 # --- alerts and the outcome ---------------------------------------------------------------------------------
 
 
+def _quality_values(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The values each quality source offers thresholds. Realised: Evidently's metrics on every labelled
+    row of the window, plus (for metrics the labels-only preset lacks, such as roc_auc) the realised value
+    on the estimation sample's labelled rows; only once the window has ``min_labelled_rows`` labels."""
+    est = (result.get("estimated_quality") or {}).get("metrics") or {}
+    quality = result.get("quality") or {}
+    realised: dict[str, float] = {}
+    if quality.get("status") == "computed":
+        realised = {k: v for k, v in (quality.get("metrics") or {}).items() if v is not None}
+        for k, m in est.items():
+            if k not in realised and m.get("realised") is not None:
+                realised[k] = m["realised"]
+    return {
+        "estimated": {k: m["estimate"] for k, m in est.items() if m.get("estimate") is not None},
+        "realised": realised,
+    }
+
+
 def quality_alerts(result: dict[str, Any], config: DriftConfig) -> list[str]:
     """Reasons the estimated and/or realised quality crossed ``config.quality_thresholds``."""
     reasons = []
-    sources = {
-        "estimated": {
-            k: v.get("estimate")
-            for k, v in (result.get("estimated_quality") or {}).get("metrics", {}).items()
-        },
-        "realised": dict((result.get("quality") or {}).get("metrics") or {}),
-    }
+    sources = _quality_values(result)
     for source in config.quality_alert_on:
         values = sources[source]
         for metric, limit in config.quality_thresholds.items():
@@ -893,6 +959,17 @@ def quality_alerts(result: dict[str, Any], config: DriftConfig) -> list[str]:
                 side = "below" if higher else "above"
                 reasons.append(f"{source} {metric} {value:.4g} is {side} its threshold {limit:g}")
     return reasons
+
+
+def unchecked_thresholds(result: dict[str, Any], config: DriftConfig) -> list[str]:
+    """Thresholds no source could check in this window (no labels yet, estimation skipped, or a metric of
+    the other task), so a quiet outcome is never mistaken for a passed check."""
+    sources = _quality_values(result)
+    out = []
+    for metric in config.quality_thresholds:
+        if not any(metric in sources[s] for s in config.quality_alert_on):
+            out.append(f"{metric}: no {' or '.join(config.quality_alert_on)} value in this window")
+    return out
 
 
 def decide(result: dict[str, Any], config: DriftConfig) -> MonitorOutcome:
@@ -907,6 +984,9 @@ def decide(result: dict[str, Any], config: DriftConfig) -> MonitorOutcome:
         outcome = MonitorOutcome.NO_DRIFT
     result["outcome"] = outcome.value
     result["alert"] = {"raised": outcome.retrain, "reasons": reasons}
+    unchecked = unchecked_thresholds(result, config)
+    if unchecked:
+        result["alert"]["unchecked"] = unchecked
     return outcome
 
 

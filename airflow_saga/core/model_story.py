@@ -527,9 +527,9 @@ def version_story(
                 if isinstance(r, dict)
             },
         }
-        from airflow_saga.core.monitoring import _metric_key  # the names scores are logged under
+        from airflow_saga.core.monitoring import metric_key  # the names scores are logged under
 
-        by_key = {_metric_key(f): f for f in drift_latest["features"]}
+        by_key = {metric_key(f): f for f in drift_latest["features"]}
         for d in drift:
             d["scores"] = {by_key.get(k, k): v for k, v in d["scores"].items()}
     promotions = promotion.entries_for_version(client, name, version)

@@ -237,19 +237,19 @@ def log_drift_run(
         ]
         for feat, r in result["features"].items():
             if isinstance(r.get("score"), float) and math.isfinite(r["score"]):
-                metrics.append(Metric(f"drift.score.{_metric_key(feat)}", r["score"], now, 0))
+                metrics.append(Metric(f"drift.score.{metric_key(feat)}", r["score"], now, 0))
         quality = result.get("quality") or {}
         if quality:
             metrics.append(Metric("quality.labelled_rows", float(quality.get("labelled_rows", 0)), now, 0))
         for key, value in (quality.get("metrics") or {}).items():
             if isinstance(value, float) and math.isfinite(value):
-                metrics.append(Metric(f"quality.{_metric_key(key)}", value, now, 0))
+                metrics.append(Metric(f"quality.{metric_key(key)}", value, now, 0))
         estimated = result.get("estimated_quality") or {}
         for key, m in (estimated.get("metrics") or {}).items():
             for suffix, field in (("", "estimate"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
                 value = m.get(field)
                 if isinstance(value, float) and math.isfinite(value):
-                    metrics.append(Metric(f"estimated.{_metric_key(key)}{suffix}", value, now, 0))
+                    metrics.append(Metric(f"estimated.{metric_key(key)}{suffix}", value, now, 0))
         metrics.append(
             Metric("alert.raised", 1.0 if (result.get("alert") or {}).get("raised") else 0.0, now, 0)
         )
@@ -328,7 +328,7 @@ def estimation_html(result: dict[str, Any], plot: bytes | None) -> str:
     )
 
 
-def _metric_key(name: str) -> str:
+def metric_key(name: str) -> str:
     """MLflow metric names allow alphanumerics, _ - . space / only."""
     import re
 

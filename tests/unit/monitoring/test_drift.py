@@ -211,3 +211,92 @@ def test_quality_skipped_without_enough_labels(tmp_path, reference):
     )
     result["quality"] = quality
     assert "Model quality not computed" in drift.summary(result)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"method": "wassersten"}, r"method 'wassersten' is not an Evidently stat test"),
+        ({"num_method": "chisquare"}, r"num_method 'chisquare' does not apply to numerical features"),
+        ({"per_column_method": {"f1": 3}}, r"per_column_method\['f1'\] must be the name"),
+        ({"threshold": "0.1"}, r"threshold must be a finite number, got '0.1'"),
+        ({"per_column_threshold": {"f2": float("nan")}}, r"per_column_threshold\['f2'\] must be a finite"),
+        ({"estimate": "false"}, r"estimate must be true or false, got 'false'"),
+        ({"quality_thresholds": {"acuracy": 0.9}}, r"unknown metric 'acuracy'; known: \['abs_max_error'"),
+        ({"quality_thresholds": {"accuracy": float("inf")}}, r"quality_thresholds\['accuracy'\] must be"),
+        ({"quality_alert_on": ["labels"]}, r"quality_alert_on must be a list of"),
+    ],
+)
+def test_bad_monitor_settings_are_refused_naming_the_field(settings, match):
+    """Params a user types into the drift DAG: each mistake is a DataError naming field and value, before
+    any capture is read (never Evidently's or numpy's error mid-run, never a threshold silently unused)."""
+    with pytest.raises(DataError, match=match):
+        drift.DriftConfig.from_dict(settings)
+
+
+def test_a_method_that_does_not_take_a_column_kind_names_the_feature(tmp_path, reference):
+    """``method`` applies to every feature; one Evidently cannot use on a numeric column is a clear error."""
+    current = pd.DataFrame(features(500, 6, seed=3), columns=COLS)
+    config = drift.DriftConfig.from_dict({"method": "chisquare"})
+    with pytest.raises(DataError, match=r"feature 'f0' \(numerical\) cannot be judged with drift method"):
+        drift.compute_drift(_baseline(reference), current, config, with_report=False)
+
+
+def _judged(quality: dict | None, estimated: dict | None) -> dict:
+    return {
+        "dataset_drift": False,
+        "drifted_count": 0,
+        "columns_count": 6,
+        "quality": quality,
+        "estimated_quality": estimated,
+    }
+
+
+def test_realised_and_estimated_quality_each_raise_the_alert():
+    """Either source crossing a ``quality_thresholds`` limit makes the outcome ``degraded`` (alert and
+    retraining Asset); ``quality_alert_on`` picks the sources; a threshold nobody could check is listed."""
+    from airflow_saga.core.outcomes import MonitorOutcome
+
+    estimated = {
+        "status": "computed",
+        "method": "CBPE",
+        "rows": 1000,
+        "metrics": {
+            "accuracy": {"estimate": 0.93, "ci_low": 0.9, "ci_high": 0.95, "realised": 0.8},
+            "roc_auc": {"estimate": 0.97, "ci_low": 0.95, "ci_high": 0.98, "realised": 0.85},
+        },
+    }
+    labelled = {"status": "computed", "labelled_rows": 500, "metrics": {"accuracy": 0.8, "f1": 0.78}}
+    limits = {"accuracy": 0.9, "roc_auc": 0.9, "mae": 1.0}
+    both = drift.DriftConfig.from_dict({"quality_thresholds": limits})
+    result = _judged(labelled, estimated)
+    assert drift.decide(result, both) is MonitorOutcome.DEGRADED and result["alert"]["raised"]
+    # the estimate is fine, the labels are not: the realised values raise it (roc_auc from the labelled
+    # rows of the estimation sample, as Evidently's labels-only preset has no roc_auc)
+    assert result["alert"]["reasons"] == [
+        "realised accuracy 0.8 is below its threshold 0.9",
+        "realised roc_auc 0.85 is below its threshold 0.9",
+    ]
+    assert result["alert"]["unchecked"] == ["mae: no estimated or realised value in this window"]
+    # before labels: only the estimate can speak, and here it is below its limit
+    early = _judged({"status": "skipped", "labelled_rows": 0}, estimated)
+    strict = drift.DriftConfig.from_dict({"quality_thresholds": {"accuracy": 0.95}})
+    assert drift.decide(early, strict) is MonitorOutcome.DEGRADED
+    assert early["alert"]["reasons"] == ["estimated accuracy 0.93 is below its threshold 0.95"]
+    realised_only = drift.DriftConfig.from_dict(
+        {"quality_thresholds": {"accuracy": 0.95}, "quality_alert_on": ["realised"]}
+    )
+    quiet = _judged({"status": "skipped", "labelled_rows": 0}, estimated)
+    assert drift.decide(quiet, realised_only) is MonitorOutcome.NO_DRIFT and not quiet["alert"]["raised"]
+    assert quiet["alert"]["unchecked"] == ["accuracy: no realised value in this window"]
+    assert "threshold not checked: accuracy" in drift.summary(
+        {
+            **quiet,
+            "model_name": "m",
+            "version": "1",
+            "drift_share": 0.0,
+            "drift_share_threshold": 0.5,
+            "window": {"rows": 10},
+            "features": {},
+        }
+    )
