@@ -157,6 +157,12 @@ def test_a_past_interval_rerun_is_exact_and_quality_is_estimated_before_labels(
         m = r2["estimated_quality"]["metrics"][name]
         assert m["ci_low"] <= m["realised"] <= m["ci_high"], (name, m)
     assert all(c["labelled_rows"] > 0 for c in r2["estimated_quality"]["chunks"] if c["rows"])
+    # the report page: the plot of estimated and realised quality over the window's time slices, and the
+    # table beside it, now with the realised values
+    with tempfile.TemporaryDirectory() as tmp:
+        page = mlflow_client.download_artifacts(r2["mlflow"]["run_id"], "drift/estimated_quality.html", tmp)
+        text = Path(page).read_text()
+    assert "data:image/png;base64," in text and text.count("realised ") >= 1 + 4  # whole window + slices
 
 
 def test_monitor_core_without_baseline_or_probabilities(mlflow_settings, mlflow_client, model_name, tmp_path):
@@ -216,3 +222,45 @@ def test_monitor_core_without_baseline_or_probabilities(mlflow_settings, mlflow_
         log_to_mlflow=False,
     )
     assert empty.outcome is MonitorOutcome.SKIPPED and "0 captured row(s)" in empty.reason
+
+
+def test_an_interval_with_no_usable_reference(mlflow_settings, mlflow_client, model_name, tmp_path):
+    """A baseline tag whose reference cannot be read fails clearly and logs nothing; a version whose run has
+    no held-out data still gets its drift verdict, with estimation skipped and the reason."""
+    from mlflow.entities import Param
+    from sklearn.linear_model import LogisticRegression
+
+    from airflow_saga.core import drift
+    from airflow_saga.core.baselines import NoBaselineError
+    from airflow_saga.core.outcomes import MonitorOutcome
+
+    X, y = _data(3_000, seed=1)
+    est = LogisticRegression().fit(X, y)
+    now = dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(hours=1), now
+    root = tmp_path / "capture"
+    v = models.register_estimator(mlflow_client, model_name, est, X.head(5), aliases=(T.CHAMPION,))
+    run_id = mlflow_client.get_model_version(model_name, v).run_id
+    gone = f"runs:/{run_id}/data/reference.parquet"  # tagged, never logged (deleted, or a typo)
+    mlflow_client.set_model_version_tag(model_name, v, T.BASELINE_URI, gone)
+    _capture(
+        root, model_name, est, _data(600, seed=3)[0], (start + dt.timedelta(minutes=1)).timestamp(), v, "w"
+    )
+    kw = {"model_name": model_name, "capture_root": str(root), "start": start, "end": end}
+    with pytest.raises(NoBaselineError, match=rf"version {v}: baseline '{gone}' could not be read"):
+        drift.monitor(mlflow_settings, mlflow_client, **kw)
+    exp = mlflow_client.get_experiment_by_name("saga-monitoring")  # no monitoring run of this model logged
+    assert exp is None or not mlflow_client.search_runs(
+        [exp.experiment_id], f"tags.`{T.MONITOR_MODEL}` = '{model_name}'"
+    )
+    assert T.DRIFT_VERDICT not in mlflow_client.get_model_version(model_name, v).tags
+    # the reference arrives, the held-out data never does (a model trained outside the pipeline)
+    with tempfile.TemporaryDirectory() as tmp:
+        X.to_parquet(Path(tmp) / "reference.parquet", index=False)
+        mlflow_client.log_artifact(run_id, str(Path(tmp) / "reference.parquet"), artifact_path="data")
+    mlflow_client.log_batch(run_id, params=[Param("target", "y")])
+    check = drift.monitor(mlflow_settings, mlflow_client, **kw, log_to_mlflow=False)
+    assert check.outcome is MonitorOutcome.NO_DRIFT and check.result["window"]["rows"] == 600
+    skipped = check.result["estimated_quality"]
+    assert skipped["status"] == "skipped"
+    assert f"no held-out data at runs:/{run_id}/data/holdout.parquet" in skipped["note"], skipped

@@ -170,9 +170,63 @@ def _gateway_round_trip(s3, bucket, uri, name, tracking_uri, tmp_path, GatewayPr
         assert len(current) == len(answered) and list(current.columns) == models.columns()
         labelled, captured = drift.read_labelled(uri, name, None, None, "1")
         assert captured == len(answered) and len(labelled) == 2
+        _monitors_on_s3(uri, name, tracking_uri, answered, tmp_path)
     keys = s3.keys(bucket, "capture")
     assert any("/_feedback/" in k for k in keys) and any("/_shadow/" in k for k in keys), keys
+    # credentials come from the environment, and never reach what is captured (data or file metadata)
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(
+        access_key=s3.env["AWS_ACCESS_KEY_ID"], secret_key=s3.env["AWS_SECRET_ACCESS_KEY"],
+        endpoint_override=s3.url, region="us-east-1",
+    )  # fmt: skip
+    for key in keys:
+        with fs.open_input_stream(key) as fh:
+            body = fh.read()
+        assert s3.env["AWS_SECRET_ACCESS_KEY"].encode() not in body, key
+        assert b"AWS_" not in body and s3.url.encode() not in body, key
     assert all(k.rsplit("/", 1)[-1].count("-") == 1 for k in keys), keys  # <writer-id>-<seq>.<fmt>
+
+
+def _monitors_on_s3(uri: str, name: str, tracking_uri: str, answered: list[str], tmp_path) -> None:
+    """The monitors' own use cases (what their DAGs call) on the s3:// capture, with MLflow's artifacts in
+    the same store: the shadow comparison and the drift monitor judge every answered request once."""
+    import datetime as dt
+
+    from airflow_saga.core import drift, shadow
+    from airflow_saga.core.mlflow_client import MlflowSettings, build_client
+    from airflow_saga.core.outcomes import MonitorOutcome
+
+    settings = MlflowSettings(tracking_uri=tracking_uri)
+    client = build_client(settings)
+    now = dt.datetime.now(dt.UTC)
+    window = {"start": now - dt.timedelta(hours=2), "end": now + dt.timedelta(minutes=1)}
+    compared = shadow.run_comparison(
+        settings, client, model_name=name, capture_root=uri, min_requests=10, **window
+    )
+    assert compared.report is not None, compared.skipped
+    assert compared.report["comparison"]["rows"] == len(answered)
+    assert (compared.champion_version, compared.challenger_version) == ("1", "2")
+    run_id = client.get_model_version(name, "1").run_id
+    X, _ = models.breast_cancer()
+    X.to_parquet(tmp_path / "reference.parquet", index=False)
+    client.log_artifact(run_id, str(tmp_path / "reference.parquet"), artifact_path="data")
+    client.set_model_version_tag(name, "1", tags.BASELINE_URI, f"runs:/{run_id}/data/reference.parquet")
+    check = drift.monitor(
+        settings,
+        client,
+        model_name=name,
+        capture_root=uri,
+        version="1",
+        config=drift.DriftConfig(min_rows=10),
+        **window,
+    )
+    assert check.outcome in (MonitorOutcome.DRIFT, MonitorOutcome.NO_DRIFT), check.reason
+    assert check.result["window"]["rows"] == len(answered)  # the champion's rows; shadow copies are v2's
+    assert check.result["window"]["duplicates"] == 0
+    assert check.result["estimated_quality"]["status"] == "skipped"  # this version logged no held-out data
+    logged = {a.path for a in client.list_artifacts(check.result["mlflow"]["run_id"], "drift")}
+    assert {"drift/report.html", "drift/result.json"} <= logged  # written through MLflow into S3
 
 
 def _traffic(url: str, prefix: str, n: int) -> list[str]:
