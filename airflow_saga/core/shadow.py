@@ -688,3 +688,92 @@ def run_comparison(
     report["champion"]["version"] = cv
     report["candidate"]["version"] = hv
     return ShadowComparison(report, "", cv, hv)
+
+
+# --- the gate: decide on a report, then act ---------------------------------------------------------------
+
+
+def gate(
+    client: MlflowClient,
+    model_name: str,
+    report: dict[str, Any],
+    *,
+    conditions: Any,
+    on_pass: Any = "keep",
+    on_fail: Any = "keep",
+    by: str = "airflow-saga shadow gate",
+    via: str = "airflow",
+    where: str = "",
+) -> dict[str, Any]:
+    """Judge a shadow ``report`` (``run_comparison``) with the gate's condition language, log it on the
+    challenger's run, and apply the action: ``promote`` (only if the champion it was compared with still
+    holds the alias; Approved versions only), ``remove`` the challenger alias (only if it is still the
+    version judged), or ``keep`` testing. The same use case the ``ShadowGateOperator`` runs, for a script or
+    a notebook. ``where`` names the caller in the promotion history's reason (e.g. the DAG run).
+
+    Returns ``{"action", "decision", "version", "run_id", "report_uri", "html_uri", "promotion"}``.
+    Bad ``on_pass``/``on_fail`` values raise ``DataError`` before anything is logged or moved.
+    """
+    from airflow_saga.core import tags as T
+    from airflow_saga.core.conditions import evaluate
+    from airflow_saga.core.errors import AliasMovedError
+    from airflow_saga.core.monitoring import log_shadow_report
+    from airflow_saga.core.outcomes import ShadowAction
+    from airflow_saga.core.promotion import UNSET, promote, remove_alias
+
+    passed_action = ShadowAction.parse(on_pass, "on_pass")
+    failed_action = ShadowAction.parse(on_fail, "on_fail")
+    try:
+        version = str(report["candidate"]["version"])
+    except (KeyError, TypeError):
+        raise DataError(
+            "the shadow report has no candidate.version: is it a run_comparison report?"
+        ) from None
+    if report.get("challenger_failed"):
+        decision = {
+            "passed": False,
+            "expression": str(conditions),
+            "checks": [],
+            "reasons": [report["challenger_failed"]],
+        }
+    else:
+        decision = evaluate(conditions, report)
+    action = passed_action if decision["passed"] else failed_action
+    decision["action"] = action.value
+    reason = f"shadow comparison {'passed' if decision['passed'] else 'blocked'}"
+    reason += f" in {where}" if where else ""
+    reason += f": {decision['expression']}"
+    if decision["reasons"]:
+        reason += " (" + "; ".join(decision["reasons"])[:600] + ")"
+    logged = log_shadow_report(client, model_name, version, report, decision)
+    log.info("Shadow report of %r v%s logged on run %s: %s", model_name, version, logged["run_id"], reason)
+    result: dict[str, Any] = {
+        "action": action.value,
+        "decision": decision,
+        "version": version,
+        **logged,
+        "promotion": None,
+    }
+    if action is ShadowAction.PROMOTE:
+        # The comparison was against this champion: promote only if it still holds the alias.
+        compared = (report.get("champion") or {}).get("version")
+        expect = UNSET if compared is None else str(compared)
+        res = promote(
+            client, model_name, version, T.CHAMPION, by=by, reason=reason, via=via, expect_holder=expect
+        )
+        result["promotion"] = res.as_dict()
+        log.info("Promoted %r v%s to champion (previous: %s)", model_name, version, res.previous)
+    elif action is ShadowAction.REMOVE:
+        # Inside the governance lock: drop the challenger only if it is still the version judged.
+        try:
+            res = remove_alias(
+                client, model_name, T.CHALLENGER, by=by, reason=reason, via=via, expect_holder=version
+            )
+        except AliasMovedError as exc:
+            log.warning("Not removing the challenger: %s", exc)
+        else:
+            result["promotion"] = res.as_dict()
+            log.info("Removed the challenger alias from %r v%s", model_name, version)
+    else:
+        log.info("Keeping v%s of %r as challenger: testing continues", version, model_name)
+    return result

@@ -201,11 +201,8 @@ class ShadowGateOperator(OpenLineageMixin, SagaBaseOperator):
         self.fail_on_block = fail_on_block
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_saga.core import tags as T
-        from airflow_saga.core.conditions import evaluate, format_decision
-        from airflow_saga.core.errors import AliasMovedError
-        from airflow_saga.core.monitoring import log_shadow_report
-        from airflow_saga.core.promotion import UNSET, promote, remove_alias
+        from airflow_saga.core import shadow
+        from airflow_saga.core.conditions import format_decision
 
         name = str(self.model_name)
         report = as_dict(self.report, "report")
@@ -214,63 +211,20 @@ class ShadowGateOperator(OpenLineageMixin, SagaBaseOperator):
         for field, value in (("on_pass", self.on_pass), ("on_fail", self.on_fail)):
             if value not in ACTIONS:
                 raise AirflowFailException(f"{field} must be one of {ACTIONS}, got {value!r}")
-        version = str(report["candidate"]["version"])
-        if report.get("challenger_failed"):
-            decision = {
-                "passed": False,
-                "expression": str(self.conditions),
-                "checks": [],
-                "reasons": [report["challenger_failed"]],
-            }
-        else:
-            with saga_errors():
-                decision = evaluate(self.conditions, report)
-        self.log.info("%s", format_decision(decision))
-        action = self.on_pass if decision["passed"] else self.on_fail
-        decision["action"] = action
-        run_ref = context["ti"].run_id
-        reason = (
-            f"shadow comparison {'passed' if decision['passed'] else 'blocked'} in "
-            f"{context['ti'].dag_id} run {run_ref}: {decision['expression']}"
-        )
-        if decision["reasons"]:
-            reason += " (" + "; ".join(decision["reasons"])[:600] + ")"
         with saga_errors():
-            client = self.hook.client
-            logged = log_shadow_report(client, name, version, report, decision)
-            self.log.info("Shadow report logged on run %s: %s", logged["run_id"], logged["html_uri"])
-            result: dict[str, Any] = {"action": action, "decision": decision, "version": version, **logged}
-            by = "airflow-saga shadow gate"
-            if action == "promote":
-                # The comparison was against this champion: promote only if it still holds the alias.
-                compared = (report.get("champion") or {}).get("version")
-                expect = UNSET if compared is None else str(compared)
-                res = promote(
-                    client,
-                    name,
-                    version,
-                    T.CHAMPION,
-                    by=by,
-                    reason=reason,
-                    via="airflow",
-                    expect_holder=expect,
-                )
-                result["promotion"] = res.as_dict()
-                self.log.info("Promoted %r v%s to champion (previous: %s)", name, version, res.previous)
-            elif action == "remove":
-                # Inside the governance lock: drop the challenger only if it is still the version judged.
-                try:
-                    res = remove_alias(
-                        client, name, T.CHALLENGER, by=by, reason=reason, via="airflow", expect_holder=version
-                    )
-                except AliasMovedError as exc:
-                    self.log.warning("Not removing the challenger: %s", exc)
-                    result["promotion"] = None
-                else:
-                    result["promotion"] = res.as_dict()
-                    self.log.info("Removed the challenger alias from %r v%s", name, version)
-            else:
-                self.log.info("Keeping v%s of %r as challenger: testing continues", version, name)
+            result = shadow.gate(
+                self.hook.client,
+                name,
+                report,
+                conditions=self.conditions,
+                on_pass=self.on_pass,
+                on_fail=self.on_fail,
+                where=f"{context['ti'].dag_id} run {context['ti'].run_id}",
+            )
+        decision, version = result["decision"], result["version"]
+        self.log.info("%s", format_decision(decision))
+        self.log.info("Shadow report logged on run %s: %s", result["run_id"], result["html_uri"])
+        action = result["action"]
         ui = self.hook.settings.browser_url
         set_mlflow_links(self, context, model_version_url=mlflow_model_version_url(ui, name, version))
         context["ti"].xcom_push(key="decision", value=decision)
