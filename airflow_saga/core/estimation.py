@@ -105,13 +105,24 @@ def load_holdout(settings: MlflowSettings, client: MlflowClient, model_name: str
 def load_scorer(settings: MlflowSettings, model_uri: str) -> Any:
     """The estimator behind ``model_uri`` with sklearn's API (``predict``, maybe ``predict_proba``)."""
     from airflow_saga.core.compat import sklearn_estimator_of
+    from airflow_saga.core.errors import MlflowUnreachableError
     from airflow_saga.core.models import load_pyfunc_model, load_sklearn_model
 
     try:
         return load_sklearn_model(settings, model_uri)
+    except MlflowUnreachableError:
+        raise  # an outage fails the monitor (and Airflow retries it), it is no property of the model
     except Exception:  # not the sklearn flavour: look inside the pyfunc
+        pass
+    try:
         pyfunc = load_pyfunc_model(settings, model_uri)
-        return sklearn_estimator_of(pyfunc) or pyfunc
+    except MlflowUnreachableError:
+        raise
+    except Exception as exc:  # no loadable model (deleted artifacts, a flavour not installed here)
+        raise EstimationSkipped(
+            f"{model_uri} could not be loaded to estimate its quality: {type(exc).__name__}: {exc}"[:1000]
+        ) from exc
+    return sklearn_estimator_of(pyfunc) or pyfunc
 
 
 def _features(X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

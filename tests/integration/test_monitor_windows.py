@@ -264,3 +264,8 @@ def test_an_interval_with_no_usable_reference(mlflow_settings, mlflow_client, mo
     skipped = check.result["estimated_quality"]
     assert skipped["status"] == "skipped"
     assert f"no held-out data at runs:/{run_id}/data/holdout.parquet" in skipped["note"], skipped
+    # a model that cannot be loaded (deleted, or a flavour not on the worker): a skip with the reason
+    from airflow_saga.core import estimation
+
+    with pytest.raises(estimation.EstimationSkipped, match=rf"models:/{model_name}/99 could not be loaded"):
+        estimation.load_scorer(mlflow_settings, f"models:/{model_name}/99")
