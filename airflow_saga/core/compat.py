@@ -300,6 +300,7 @@ REGISTRY_WRITES: dict[str, tuple[str, ...]] = {
     "set_model_version_tag": ("name", "version", "key", "value"),
     "delete_model_version_tag": ("name", "version", "key"),
     "delete_registered_model": ("name",),
+    "update_model_version": ("name", "version", "description"),
 }
 
 

@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 from airflow_saga.core import alias_history as H
 from airflow_saga.core import approval_state as S
 from airflow_saga.core import compat
+from airflow_saga.core import descriptions as D
 from airflow_saga.core import policy as P
 from airflow_saga.core import tags as T
 from airflow_saga.core.errors import (
     AliasMovedError,
     ApprovalError,
     GovernanceBusyError,
+    MlflowUnreachableError,
     PolicyError,
     PromotionError,
     RegistryError,
@@ -119,6 +121,7 @@ class Transaction:
         self.state: H.ModelState | None = None
         self.writer: H.HistoryWriter | None = None
         self._versions: dict[str, ModelVersion] = {}
+        self.touched: list[str] = []  # versions whose story changed: descriptions rewritten on exit
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def __enter__(self) -> Transaction:
@@ -129,6 +132,7 @@ class Transaction:
             self.writer.migrate_legacy()
             for entry in self.writer.recover(self._raw_alias, force=self.lock.broke_stale):
                 self._side_effects(entry)
+                self.touched += [str(v) for v in (entry.get("from"), entry.get("to")) if v is not None]
         except BaseException:
             self.lock.release()
             raise
@@ -143,6 +147,9 @@ class Transaction:
         self.lock.release()
         if self.writer is not None:
             self.writer.finish()
+        if self.touched and not isinstance(exc, GovernanceBusyError | MlflowUnreachableError):
+            # After the lock: derived text, never holds up the next writer; failures are only logged.
+            D.refresh_all(self.client, self.model, self.touched)
 
     @property
     def _state(self) -> H.ModelState:
@@ -248,7 +255,9 @@ class Transaction:
             state.aliases = before
             writer.abandon(intents, f"refused after the alias moved: {exc}")
             raise
-        return writer.commit(intents)
+        written = writer.commit(intents)
+        self.touched += [str(v) for e in written for v in (e.get("from"), e.get("to")) if v is not None]
+        return written
 
     def _side_effects(self, entry: dict[str, Any]) -> None:
         """Version tags that follow an entry: no rollback mark on the champion, one on the rolled-back."""
@@ -369,6 +378,7 @@ class Transaction:
         ):
             tags[key] = str(entry[field])
         self._set_version_tags(version, tags)
+        self.touched.append(version)
 
     def _demote_rejected(self, version: str, entry: dict[str, Any]) -> None:
         self._change_aliases(

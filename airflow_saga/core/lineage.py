@@ -26,12 +26,15 @@ def lineage_tags(
     origin: str | None = None,
     flavor: str | None = None,
     extra: dict[str, str | None] | None = None,
+    champion: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Flatten lineage facts into MLflow tag key/values (all strings, ``None`` dropped).
 
     ``origin`` is ``trained`` (fitted by this pipeline), ``cache`` (a cache hit reusing an earlier run's
     model) or ``external`` (a model URI trained elsewhere); ``run_id`` may be None for an external model
-    logged outside any run.
+    logged outside any run. ``champion`` is the evaluation report's champion entry (``{version,
+    metrics}``): the champion's version and numeric metrics in the same evaluation, so the version's
+    description can show the candidate against it.
     """
     out: dict[str, str | None] = {
         T.RUN_ID: run_id,
@@ -57,6 +60,11 @@ def lineage_tags(
         out[T.DAG_FILE_HASH] = airflow.get("dag_file_hash")
     for key, value in (metrics or {}).items():
         out[T.metric_tag(key)] = repr(float(value))
+    if champion and not champion.get("error"):
+        out[T.EVAL_CHAMPION_VERSION] = None if champion.get("version") is None else str(champion["version"])
+        for key, value in (champion.get("metrics") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"{T.EVAL_CHAMPION_METRIC_PREFIX}{key}"] = repr(float(value))
     if gate:
         out[T.GATE_DECISION] = "passed" if gate.get("passed") else "blocked"
         out[T.GATE_REPORT_URI] = gate.get("report_uri")

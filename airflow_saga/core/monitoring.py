@@ -183,6 +183,9 @@ def log_shadow_report(
         (T.SHADOW_AT, now_iso()),
     ):
         client.set_model_version_tag(model_name, str(version), key, value)
+    from airflow_saga.core.descriptions import refresh
+
+    refresh(client, model_name, str(version))  # the version's MLflow description shows the result
     return {"run_id": run_id, "report_uri": json_uri, "html_uri": html_uri}
 
 

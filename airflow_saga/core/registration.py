@@ -85,6 +85,7 @@ def register_candidate(
         origin=origin,
         flavor=flavor,
         extra=extra,
+        champion=report.get("champion"),
     )
     reg: Registration = register(
         client,

@@ -240,6 +240,12 @@ def register(
     }
     if run_id:
         all_tags[T.RUN_ID] = run_id
+    if description is None:  # the human summary, in the same request (see core.descriptions)
+        from types import SimpleNamespace
+
+        from airflow_saga.core.descriptions import render
+
+        description = render(SimpleNamespace(tags=all_tags, version="", run_id=run_id, aliases=[]))
     run_link = all_tags.get(T.AIRFLOW_RUN_URL)
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(

@@ -54,6 +54,8 @@ METRIC_PREFIX: Final = "saga.metric."  # saga.metric.<name> = candidate metric v
 EVAL_REPORT_URI: Final = "saga.eval.report_uri"
 EVAL_CANDIDATE_URI: Final = "saga.eval.candidate_uri"  # on an evaluation run of its own (external model)
 EVAL_CANDIDATE_SOURCE_RUN: Final = "saga.eval.candidate_source_run_id"  # the run that produced that model
+EVAL_CHAMPION_VERSION: Final = "saga.eval.champion_version"  # the champion it was evaluated against
+EVAL_CHAMPION_METRIC_PREFIX: Final = "saga.eval.champion_metric."  # its metric values in that evaluation
 GATE_DECISION: Final = "saga.gate.decision"  # passed | blocked
 GATE_REPORT_URI: Final = "saga.gate.report_uri"
 GATE_SUMMARY: Final = "saga.gate.summary"

@@ -81,6 +81,7 @@ def train_and_register(
         metrics=(report.get("candidate") or {}).get("metrics"),
         gate={**decision, "report_uri": decision["decision_uri"]},
         eval_report_uri=report.get("report_uri"),
+        champion=report.get("champion"),
     )
     if training.get("reference_uri"):
         tags[T.BASELINE_URI] = training["reference_uri"]
