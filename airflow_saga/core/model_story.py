@@ -272,6 +272,20 @@ def timeline(
     }
 
 
+def _judged(
+    client: MlflowClient, name: str, tl: dict[str, Any], history: list[dict[str, Any]], complete: bool
+) -> dict[str, Any]:
+    """The timeline with hand-made alias moves judged against the whole history, not only this page."""
+    from airflow_saga.core import alias_history as H
+
+    tl["unrecorded"] = [
+        {"alias": u.alias, "registry": u.registry, "history": u.recorded, "seq": u.seq}
+        for u in H.unrecorded_aliases(client, name)
+    ]
+    tl["gaps"] = H.history_gaps(history, complete=complete)
+    return tl
+
+
 # --- the model page ---------------------------------------------------------------------------------
 
 
@@ -321,8 +335,14 @@ def model_story(
     ui_base: str | None = None,
     history_limit: int = HISTORY_VIEW,
     before: int | None = None,
+    at: Any = None,
 ) -> dict[str, Any]:
     """The model page: versions with approvals, gate, metrics and monitors; history; alias timeline.
+
+    ``at`` (a time ``lineage_query.parse_at`` reads) adds ``at``: which version held each alias then,
+    and the entry that put it there (``lineage_query.aliases_at``). ``timeline.unrecorded`` is judged by
+    ``alias_history.unrecorded_aliases`` (each alias against its last history entry, whatever page is
+    shown); ``timeline.gaps`` lists unrecorded changes inside the page's entries.
 
     The history is the newest ``history_limit`` entries (with ``seq < before``), read through the paged
     reader, so the cost does not grow with the length of the history; ``history_page.older`` is the
@@ -330,6 +350,11 @@ def model_story(
     ``RegistryError`` for an unknown model, an invalid name or page.
     """
     check_name(name)
+    answer_at = None
+    if at is not None and at != "":
+        from airflow_saga.core.lineage_query import aliases_at
+
+        answer_at = aliases_at(client, name, at)  # bad time / before creation: refused before the reads
     rm = get_registered_model(client, name)
     current = {k: str(v) for k, v in (rm.aliases or {}).items()}
     versions = [version_row(mv, current, ui_base) for mv in search_versions(client, name)]
@@ -351,7 +376,14 @@ def model_story(
         "versions": versions,
         "history": history,
         "history_page": {"head": page.head, "older": page.older, "before": before, "limit": history_limit},
-        "timeline": timeline(history, current, start=created if complete else None, complete=complete),
+        "timeline": _judged(
+            client,
+            name,
+            timeline(history, current, start=created if complete else None, complete=complete),
+            history,
+            complete,
+        ),
+        "at": answer_at,
         "metric_names": metric_names,
         "counts": {
             "versions": len(versions),

@@ -234,9 +234,29 @@ class ModelManager:
             model.version,
             old.version if old else None,
         )
+        self._warn_unrecorded(alias)
         for cb in self.on_swap:
             cb(slot)
         return True
+
+    def _warn_unrecorded(self, alias: str) -> None:
+        """Log when the version just loaded for a governed alias got there outside saga (story WP hunk).
+
+        One history search per governed alias, on loads and swaps only (never per request); a failed
+        check is logged and changes nothing about serving.
+        """
+        from airflow_saga.core import alias_history
+
+        if alias not in alias_history.ALIASES:
+            return
+        try:
+            moved = alias_history.unrecorded_aliases(self.loader.client, self.loader.model)
+        except Exception as exc:
+            log.warning("could not check the promotion history of %s: %s", self.loader.model, exc)
+            return
+        for u in moved:
+            if u.alias == alias:
+                log.warning("UNRECORDED CHANGE: serving it anyway: %s", u.message())
 
     def refresh_all(self) -> None:
         with self._refresh_lock:

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from airflow_saga.core import model_story
-from airflow_saga.core.errors import MlflowUnreachableError, RegistryError
+from airflow_saga.core.errors import MlflowUnreachableError, ParameterError, RegistryError
 from airflow_saga.ui import pages
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ def _status_for(exc: Exception) -> tuple[int, str]:
 
     if isinstance(exc, MlflowUnreachableError):
         return 503, str(exc)
+    if isinstance(exc, ParameterError):  # e.g. a malformed ?at= time
+        return 400, str(exc)
     if isinstance(exc, RegistryError):
         cause = exc.__cause__
         code = getattr(cause, "error_code", None)
@@ -158,7 +160,7 @@ def _guard(*, html: bool) -> Iterator[None]:
 
     try:
         yield
-    except (RegistryError, MlflowUnreachableError, MlflowException) as exc:
+    except (RegistryError, ParameterError, MlflowUnreachableError, MlflowException) as exc:
         status, message = _status_for(exc)
         raise ViewError(status, message, html=html) from exc
 
@@ -186,10 +188,11 @@ def _html_router() -> APIRouter:
         name: str,
         hpage: int = Query(1, ge=1, le=1_000_000),
         before: int | None = Query(None, ge=1, le=10**12),
+        at: str | None = Query(None),
     ) -> HTMLResponse:
         with _guard(html=True):
             settings, client = mlflow()
-            story = model_story.model_story(client, name, ui_base=settings.browser_url, before=before)
+            story = model_story.model_story(client, name, ui_base=settings.browser_url, before=before, at=at)
         return HTMLResponse(pages.model_page(story, base=_base(request), history_page=hpage))
 
     @r.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
@@ -216,11 +219,12 @@ def _api_router() -> APIRouter:
         name: str,
         before: int | None = Query(None, ge=1, le=10**12),
         limit: int = Query(model_story.HISTORY_VIEW, ge=1, le=10_000),
+        at: str | None = Query(None),
     ) -> dict[str, Any]:
         with _guard(html=False):
             settings, client = mlflow()
             return model_story.model_story(
-                client, name, ui_base=settings.browser_url, history_limit=limit, before=before
+                client, name, ui_base=settings.browser_url, history_limit=limit, before=before, at=at
             )
 
     @r.get("/models/{name}/versions/{version}")

@@ -151,7 +151,7 @@ def test_alias_moved_outside_saga_is_flagged(mlflow_client, model_name):
     promotion.promote(mlflow_client, model_name, v1, T.CHAMPION, by="alice", reason="first")
     mlflow_client.set_registered_model_alias(model_name, T.CHAMPION, v2)  # by hand, as in the MLflow UI
     s = model_story.model_story(mlflow_client, model_name)
-    assert s["timeline"]["unrecorded"] == [{"alias": T.CHAMPION, "registry": v2, "history": v1}]
+    assert s["timeline"]["unrecorded"] == [{"alias": T.CHAMPION, "registry": v2, "history": v1, "seq": 1}]
     html = pages.model_page(s, base="/saga")
     assert re.search(r"registry has <b>@champion</b> on <b>v2</b>", html)
 
