@@ -187,3 +187,15 @@ def test_cli(mlflow_client, mlflow_server, model_name, promoted, capsys):
     with pytest.raises(SystemExit):
         saga("lineage", model_name, v1, "--at", at)
     assert "give @champion or @challenger" in capsys.readouterr().err
+
+
+def test_the_demo_step(mlflow_server, model_name, promoted):
+    """``saga demo`` prints the time-travel answer just before its rollback."""
+    from airflow_saga.commands._lifecycle import time_travel
+
+    v1, v2, entries = promoted
+    text = time_travel(mlflow_server.url, model_name)
+    moment = H.iso_ms(H.parse_time_ms(entries[-1]["at"]) - 1)
+    assert f"saga lineage {model_name} --at {moment}" in text
+    assert f"@champion   v{v2}" in text and "by bob: shadow passed" in text
+    assert "could not answer" in time_travel(mlflow_server.url, "no-such-model-demo")

@@ -1,4 +1,8 @@
-"""Version descriptions in MLflow follow every transition, against a real MLflow server (demo-like story)."""
+"""Version descriptions in MLflow follow every transition, against a real MLflow server (demo-like story).
+
+Named to sort after test_governance_lineage_cli: seed_story registers versions from the DAG run ids
+(manual__1 ...) that test looks up across all models of the session server.
+"""
 
 from __future__ import annotations
 
