@@ -193,7 +193,7 @@ def test_the_demo_step(mlflow_server, model_name, promoted):
     """``saga demo`` prints the time-travel answer just before its rollback."""
     from airflow_saga.commands._lifecycle import time_travel
 
-    v1, v2, entries = promoted
+    _, v2, entries = promoted
     text = time_travel(mlflow_server.url, model_name)
     moment = H.iso_ms(H.parse_time_ms(entries[-1]["at"]) - 1)
     assert f"saga lineage {model_name} --at {moment}" in text
