@@ -84,6 +84,28 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--batch-max-wait-ms", type=float, help="longest a request waits for a batch, 0-100 ms (default 2)"
     )
+    p.add_argument(
+        "--large-body-bytes",
+        type=int,
+        help="bodies over this size are scored in the large-request lane (default 262144)",
+    )
+    p.add_argument(
+        "--large-rows",
+        type=int,
+        help="requests with more rows are scored in the large-request lane (default 2000)",
+    )
+    p.add_argument(
+        "--large-workers",
+        type=int,
+        help="processes of the large-request lane per gateway worker; 0 scores large requests in a thread "
+        "(default 1)",
+    )
+    p.add_argument(
+        "--large-max-pending",
+        type=int,
+        help="large requests in flight per gateway worker; more are answered 503 with Retry-After "
+        "(default 2)",
+    )
     p.add_argument("--log-level", help="uvicorn/gateway log level (default warning)")
     p.set_defaults(func=run)
 
@@ -147,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
         batching=args.batching,
         batch_max_size=args.batch_max_size,
         batch_max_wait_ms=args.batch_max_wait_ms,
+        large_body_bytes=args.large_body_bytes,
+        large_rows=args.large_rows,
+        large_workers=args.large_workers,
+        large_max_pending=args.large_max_pending,
         log_level=args.log_level,
     )
     return serve(cfg)

@@ -10,8 +10,14 @@ concurrent fast-path requests for one variant are scored in one predict call (``
 The startup heap is frozen (``models.freeze_heap``) so that entries waiting for a flush do
 not trigger full garbage collections of MLflow's and sklearn's objects, which stall every request.
 
-Requests with a body over ``LARGE_BODY`` bytes are parsed, scored and encoded in a worker thread, so one
-100k-row request does not stop the loop serving small ones for the whole of its parse.
+Requests with a body over ``large_body_bytes`` bytes, or more than ``large_rows`` rows, are decoded,
+scored and encoded in the large-request lane (``large``: separate, lower-priority processes, bounded, 503
+with Retry-After beyond the bound), so one 100k-row request does not stop the loop serving small ones.
+
+The port opens before the models are loaded: while they load, liveness (``/v2/health/live``) answers 200
+and readiness (``/v2/health/ready``, ``/ping``, ``/health``) answers 503 with ``"state": "loading"``;
+scoring requests get 503 with Retry-After. If no production variant loads, the state becomes ``failed``
+and the process stops with an error (``on_fatal``).
 
 Routes: POST /invocations, POST /feedback, POST /webhooks/mlflow, GET /ping, /health, /version, /metrics,
 and the Open Inference Protocol (``v2``): GET /v2, /v2/health/live, /v2/health/ready,
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from airflow_saga.core.mlflow_client import MlflowSettings
     from airflow_saga.serving.batching import MicroBatcher
     from airflow_saga.serving.config import GatewayConfig
+    from airflow_saga.serving.large import LargeLane
     from airflow_saga.serving.models import LoadedModel, ModelManager, Slot
     from airflow_saga.serving.shadow_proc import ShadowProcess
 
@@ -55,8 +62,7 @@ H_V2_HEADER = b"inference-header-content-length"  # V2 binary tensor extension
 JSON = (b"content-type", b"application/json")
 # probes; webhooks use HMAC instead
 OPEN_ROUTES = {"/ping", "/health", "/version", "/webhooks/mlflow", "/v2/health/live", "/v2/health/ready"}
-# bytes; larger requests are parsed and scored off the event loop (the benchmark sets it to compare)
-LARGE_BODY = int(os.environ.get("SAGA_SERVE_LARGE_BODY_BYTES", 256 * 1024))
+LOADING, READY, FAILED = "loading", "ready", "failed"
 
 
 class _Disconnected(Exception):
@@ -84,6 +90,11 @@ class Gateway:
         self.writer: CaptureWriter | None = None
         self.mirror: ShadowProcess | None = None
         self.batchers: dict[str, MicroBatcher] = {}
+        self.lane: LargeLane | None = None
+        self.phase = LOADING  # loading -> ready | failed
+        self.failure: str | None = None
+        # called (from the loader thread) when no production variant could be loaded: stops the server
+        self.on_fatal: Callable[[str], None] | None = None
         self._remote_rows = 0  # capture rows/requests written by the shadow process
         self._remote_requests = 0
         self.metrics = GatewayMetrics(self.state)
@@ -91,6 +102,8 @@ class Gateway:
         self._table: tuple[tuple[str, float], ...] = ()
         self._total = 0.0
         self._token = cfg.auth_token
+        self._threaded = 0  # large requests scored in threads (no lane)
+        self._loading: asyncio.Future | None = None
         self._routes: dict[tuple[str, str], Callable[[dict, Any, Any], Awaitable[None]]] = {
             ("POST", "/invocations"): self._invocations,
             ("POST", "/feedback"): self._feedback,
@@ -106,16 +119,35 @@ class Gateway:
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Load models (blocking), then start the capture flusher, shadow worker and alias poller."""
-        from airflow_saga.core.mlflow_client import ping
-        from airflow_saga.serving.models import Loader, ModelManager, freeze_heap
+        """Check MLflow and load the models (blocking), then serve: ``begin`` and ``load`` in one call."""
+        self.begin()
+        self.load()
 
-        cfg = self.cfg
+    def begin(self) -> None:
+        """What must succeed before the port opens: MLflow answers, the capture location is usable."""
+        from airflow_saga.core.mlflow_client import ping
+
         # Before anything loads: a dead or hung MLflow fails the start within the health check's bounds
         # (seconds) with MlflowUnreachableError, instead of hanging in the registry client's retries.
         ping(self.settings)
-        if cfg.capture_dir:
-            self.writer = CaptureWriter(cfg.capture_settings(), cfg.model)
+        if self.cfg.capture_dir:
+            self.writer = CaptureWriter(self.cfg.capture_settings(), self.cfg.model)
+
+    def load(self) -> None:
+        """Load the models (readiness stays "loading" until done), then start the flusher, shadow and
+        poller threads. Raises ServingError, with ``phase`` "failed", if no production variant loads."""
+        try:
+            self._load()
+        except Exception as exc:
+            self.failure = str(exc)
+            self.phase = FAILED
+            raise
+        self.phase = READY
+
+    def _load(self) -> None:
+        from airflow_saga.serving.models import Loader, ModelManager, freeze_heap
+
+        cfg = self.cfg
         loader = Loader(self.settings, cfg.model, fast_path=self.fast_path)
         self.manager = ModelManager(loader, list(cfg.variants), cfg.shadow, cfg.poll_interval)
         self.manager.on_swap.append(self._on_swap)
@@ -157,7 +189,16 @@ class Gateway:
             )
             self.manager.loaders[cfg.shadow] = proc.load
             self.mirror = proc.start()
+        if cfg.large_workers > 0:
+            from airflow_saga.serving.large import LargeLane
+
+            self.lane = LargeLane(cfg.large_workers, cfg.large_max_pending, cfg.model)
         self.manager.start()
+        if self.lane is not None:
+            for alias in cfg.variants:
+                current = self.manager.slots[alias].current
+                if current is not None:
+                    self.lane.warm(current)
         self._rebuild_table()
         for slot in self.manager.slots.values():
             if slot.error:
@@ -169,6 +210,13 @@ class Gateway:
 
     def _on_swap(self, slot: Slot) -> None:
         self.metrics.swaps.labels(slot.alias).inc()
+        if (
+            self.lane is not None
+            and slot.role == "variant"
+            and slot.current is not None
+            and self.phase == READY
+        ):
+            self.lane.warm(slot.current)  # in the poller thread, before the new version takes traffic
         self._rebuild_table()
 
     def stop(self) -> None:
@@ -178,6 +226,8 @@ class Gateway:
             self.manager.stop()
         if self.mirror is not None:
             self.mirror.close(grace=min(self.cfg.shadow_timeout, 5.0))
+        if self.lane is not None:
+            self.lane.close()
         if self.writer is not None:
             self.writer.close()
             log.warning(
@@ -224,18 +274,28 @@ class Gateway:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
                 try:
-                    await asyncio.to_thread(self.start)
+                    await asyncio.to_thread(self.begin)
                 except Exception as exc:
                     log.error("gateway failed to start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
+                # the port is open now: live, not ready, until the models are loaded
+                self._loading = asyncio.get_running_loop().run_in_executor(None, self._load_in_background)
             elif msg["type"] == "lifespan.shutdown":
                 try:
                     await asyncio.to_thread(self.stop)
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _load_in_background(self) -> None:
+        try:
+            self.load()
+        except Exception as exc:
+            log.error("gateway failed to start: %s", exc)
+            if self.on_fatal is not None:
+                self.on_fatal(str(exc))
 
     def _route(self, method: str, path: str) -> Callable[[dict, Any, Any], Awaitable[None]] | None:
         handler = self._routes.get((method, path))
@@ -282,7 +342,8 @@ class Gateway:
             await handler(headers, receive, send)
         except BadRequest as exc:
             self.metrics.request(_route_label(path), "none", exc.status)
-            await _respond(send, exc.status, exc.body())
+            extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
+            await _respond(send, exc.status, exc.body(), extra)
         except _Disconnected:
             return
         except Exception as exc:  # a bug or a broken model: answer 500 with the reason, keep serving
@@ -330,7 +391,8 @@ class Gateway:
     # --- scoring ------------------------------------------------------------------------------------------
     def _pick(self, headers: dict[bytes, bytes], version: str | None = None) -> tuple[str, LoadedModel]:
         """The variant that answers: a requested version, the X-Saga-Target-Variant, or a weighted draw."""
-        assert self.manager is not None
+        if self.manager is None or self.phase != READY:
+            raise self._not_ready()
         if version is not None:
             for alias in self.cfg.variants:
                 model = self.manager.slots[alias].current
@@ -354,6 +416,8 @@ class Gateway:
                 raise BadRequest(f"variant {alias!r} has no loaded model", 503, "UNAVAILABLE")
             return alias, model
         table = self._table
+        if not table:
+            raise self._not_ready()
         if len(table) == 1:
             alias = table[0][0]
         else:
@@ -366,6 +430,17 @@ class Gateway:
         model = self.manager.slots[alias].current
         assert model is not None
         return alias, model
+
+    def _not_ready(self) -> BadRequest:
+        if self.phase == FAILED:
+            return BadRequest(f"the gateway failed to start: {self.failure}", 503, "UNAVAILABLE")
+        if self.phase == LOADING:
+            return BadRequest(
+                f"model {self.cfg.model!r} is loading; retry shortly", 503, "UNAVAILABLE", retry_after=1
+            )
+        return BadRequest(
+            f"no variant of model {self.cfg.model!r} is loaded", 503, "UNAVAILABLE", retry_after=1
+        )
 
     def _served_versions(self) -> list[str]:
         assert self.manager is not None
@@ -401,37 +476,84 @@ class Gateway:
             f"{type(exc).__name__}: {str(exc)[:500]}"
         )
 
+    def _sample(self) -> tuple[bool, bool]:
+        """Whether this request is captured and whether it is mirrored to the shadow."""
+        cfg = self.cfg
+        capture = self.writer is not None and (
+            cfg.capture_sample >= 100 or random.random() * 100 < cfg.capture_sample
+        )
+        shadow = self.mirror is not None and (
+            cfg.shadow_sample >= 100 or random.random() * 100 < cfg.shadow_sample
+        )
+        return capture, shadow
+
+    def _is_large(self, size: int, rows: int = 0) -> bool:
+        return size > self.cfg.large_body_bytes or rows > self.cfg.large_rows
+
     async def _score(
         self,
         alias: str,
         model: LoadedModel,
-        size: int,
-        prepare: Callable[[LoadedModel], tuple[protocol.Batch, Any]],
-        encode: Callable[[LoadedModel, protocol.Batch, list[Any], Any], bytes],
-    ) -> tuple[protocol.Batch, list[Any], bytes, Any]:
-        """Parse, predict and encode one request: on the loop when small and fast, else in a thread."""
-        if size > LARGE_BODY:
-            # A large body holds the loop for its whole parse (about 1 s per 100k rows); in a thread the
-            # loop gets the GIL back every switch interval and keeps answering small requests.
-            def whole() -> tuple[protocol.Batch, list[Any], bytes, Any]:
-                batch, extra = prepare(model)
-                predictions = self._predict(model, batch)
-                return batch, predictions, encode(model, batch, predictions, extra), extra
-
-            return await asyncio.to_thread(whole)
-        batch, extra = prepare(model)
+        batch: protocol.Batch,
+    ) -> list[Any]:
+        """Predict one small, parsed request on the loop (fast path, batched if on), else in a thread."""
         if model.fast is not None and batch.array is not None:
             batcher = self.batchers.get(alias)
             try:
                 if batcher is not None and len(batch.array) < batcher.max_size:
-                    predictions = await batcher.predict(model, batch.array)
-                else:
-                    predictions = model.fast(batch.array).tolist()
+                    return await batcher.predict(model, batch.array)
+                return model.fast(batch.array).tolist()
             except Exception as exc:
                 raise self._unscorable(model, exc) from None
-        else:
-            predictions = await asyncio.to_thread(self._predict, model, batch)
-        return batch, predictions, encode(model, batch, predictions, extra), extra
+        return await asyncio.to_thread(self._predict, model, batch)
+
+    async def _large(
+        self,
+        kind: str,
+        body: bytes,
+        meta: dict[str, Any],
+        model: LoadedModel,
+        want_rows: bool,
+        prepare: Callable[[LoadedModel], tuple[protocol.Batch, Any]],
+        encode: Callable[[LoadedModel, protocol.Batch, list[Any], Any], bytes],
+    ) -> tuple[protocol.Batch, list[Any], bytes, str | None]:
+        """Decode, score and encode a large request off the event loop: in the large-request lane (other
+        processes), or in a thread with ``large_workers = 0`` or a model without a local copy."""
+        lane = self.lane
+        if lane is None or model.path is None:
+            limit = self.cfg.large_max_pending
+            if self._threaded >= limit:
+                raise BadRequest(
+                    f"{self._threaded} large requests are already being scored (the limit of this gateway "
+                    "process); retry later, or send smaller batches",
+                    503,
+                    "UNAVAILABLE",
+                    retry_after=1,
+                )
+
+            def whole() -> tuple[protocol.Batch, list[Any], bytes, str | None]:
+                batch, extra = prepare(model)
+                predictions = self._predict(model, batch)
+                return (
+                    batch,
+                    predictions,
+                    encode(model, batch, predictions, extra),
+                    getattr(extra, "id", None),
+                )
+
+            self._threaded += 1
+            try:
+                return await asyncio.to_thread(whole)
+            finally:
+                self._threaded -= 1
+        result = await lane.run(kind, body, meta, model, want_rows)
+        if result[0] == "bad":
+            _, status, code, message = result
+            if status == 400 and "could not score the input" in message:
+                log.warning("model %s v%s failed to predict a large request", self.cfg.model, model.version)
+            raise BadRequest(message, status, code)
+        _, out, columns, rows, predictions, request_id = result
+        return protocol.Batch(columns, rows or []), predictions, out, request_id
 
     async def _answer(
         self,
@@ -445,9 +567,10 @@ class Gateway:
         batch: protocol.Batch,
         predictions: list[Any],
         out: bytes,
+        sampled: tuple[bool, bool],
     ) -> None:
         elapsed = time.perf_counter() - t0
-        self._after(inference_id, ts, alias, model, batch, predictions, elapsed)
+        self._after(inference_id, ts, alias, model, batch, predictions, elapsed, sampled)
         self.metrics.request(route, alias, 200, elapsed)
         await send(
             {
@@ -471,6 +594,7 @@ class Gateway:
         body = await self._body(headers, receive)
         ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
         alias, model = self._pick(headers)
+        sampled = self._sample()
 
         def prepare(model: LoadedModel) -> tuple[protocol.Batch, None]:
             return self._table_of(protocol.decode_body(body, ctype), model), None
@@ -478,8 +602,25 @@ class Gateway:
         def encode(model: LoadedModel, batch: protocol.Batch, predictions: list[Any], extra: None) -> bytes:
             return encode_json({"predictions": predictions})
 
-        batch, predictions, out, _ = await self._score(alias, model, len(body), prepare, encode)
-        await self._answer(send, "/invocations", t0, ts, inference_id, alias, model, batch, predictions, out)
+        payload = None
+        if not self._is_large(len(body)):
+            payload = protocol.decode_body(body, ctype)  # cheap for a small body; the row count decides
+            if ctype.startswith("text/csv") and len(payload["dataframe_split"]["data"]) > self.cfg.large_rows:
+                payload = None  # CSV was parsed by pandas already; re-parsing it in the lane is the cost
+            elif self._is_large(0, protocol.row_count(payload)):
+                payload = None
+            if payload is not None:
+                batch = self._table_of(payload, model)
+                predictions = await self._score(alias, model, batch)
+                out = encode(model, batch, predictions, None)
+        if payload is None:
+            meta = {"content_type": ctype}
+            batch, predictions, out, _ = await self._large(
+                "mlflow", body, meta, model, any(sampled), prepare, encode
+            )
+        await self._answer(
+            send, "/invocations", t0, ts, inference_id, alias, model, batch, predictions, out, sampled
+        )
 
     # --- Open Inference Protocol (V2) ----------------------------------------------------------------------
     def _v2_model(self, name: str) -> None:
@@ -498,17 +639,20 @@ class Gateway:
         body = await self._body(headers, receive)
         alias, model = self._pick(headers, version)
         binary = headers.get(H_V2_HEADER)
+        sampled = self._sample()
+        generated = uuid.uuid4().hex
 
-        def prepare(model: LoadedModel) -> tuple[protocol.Batch, v2.Request]:
-            doc, tail, request = v2.parse_request(body, binary)
+        def table(doc: dict[str, Any], tail: bytes, model: LoadedModel) -> protocol.Batch:
             try:
-                table = v2.to_table(doc, tail, model)
+                payload = v2.to_table(doc, tail, model)
             except BadRequest as exc:
                 exc.message = f"model {self.cfg.model!r} version {model.version}: {exc.message}"
                 raise
-            return self._table_of(table, model), request
+            return self._table_of(payload, model)
 
-        generated = uuid.uuid4().hex
+        def prepare(model: LoadedModel) -> tuple[protocol.Batch, v2.Request]:
+            doc, tail, request = v2.parse_request(body, binary)
+            return table(doc, tail, model), request
 
         def encode(
             model: LoadedModel, batch: protocol.Batch, predictions: list[Any], request: v2.Request
@@ -517,10 +661,26 @@ class Gateway:
             names = v2.output_names(model)
             return encode_json(v2.response(self.cfg.model, model.version, request, iid, predictions, names))
 
-        batch, predictions, out, request = await self._score(alias, model, len(body), prepare, encode)
+        request_id: str | None
+        large = self._is_large(len(body))
+        if not large:
+            doc, tail, request = v2.parse_request(body, binary)
+            large = self._is_large(0, v2.row_count(doc))
+            if not large:
+                batch = table(doc, tail, model)
+                predictions = await self._score(alias, model, batch)
+                out = encode(model, batch, predictions, request)
+                request_id = request.id
+        if large:
+            meta = {"binary": binary, "header_id": header_id, "generated": generated}
+            batch, predictions, out, request_id = await self._large(
+                "v2", body, meta, model, any(sampled), prepare, encode
+            )
         # the V2 request id is the inference id (capture, feedback, X-Saga-Inference-Id) when given
-        inference_id = request.id or header_id or generated
-        await self._answer(send, "/v2/infer", t0, ts, inference_id, alias, model, batch, predictions, out)
+        inference_id = request_id or header_id or generated
+        await self._answer(
+            send, "/v2/infer", t0, ts, inference_id, alias, model, batch, predictions, out, sampled
+        )
 
     def _after(
         self,
@@ -531,15 +691,10 @@ class Gateway:
         batch: protocol.Batch,
         predictions: list[Any],
         elapsed: float,
+        sampled: tuple[bool, bool],
     ) -> None:
-        """Sample for capture and shadow; both only append to in-memory queues."""
-        cfg = self.cfg
-        capture = self.writer is not None and (
-            cfg.capture_sample >= 100 or random.random() * 100 < cfg.capture_sample
-        )
-        shadow = self.mirror is not None and (
-            cfg.shadow_sample >= 100 or random.random() * 100 < cfg.shadow_sample
-        )
+        """Capture and shadow, as sampled (``_sample``); both only append to in-memory queues."""
+        capture, shadow = sampled
         if not (capture or shadow):
             return
         entry = CaptureEntry(
@@ -619,14 +774,18 @@ class Gateway:
         ready: bool,
     ) -> None:
         self._v2_model(name)
-        assert self.manager is not None
         if ready:
+            if self.phase != READY:
+                body = {"name": name, "ready": False, "state": self.phase}
+                await _respond(send, 503, encode_json(body))
+                return
             ok = bool(self._table) if version is None else version in self._served_versions()
             if version is not None and not ok:
                 self._pick(headers, version)  # the 404 naming the served versions
             await _respond(send, 200 if ok else 503, encode_json({"name": name, "ready": ok}))
             return
         _, model = self._pick(headers, version)
+        assert self.manager is not None
         served = [m for a in self.cfg.variants if (m := self.manager.slots[a].current) is not None]
         meta = v2.metadata(name, served, model)
         meta["versions"] = self._served_versions() if version is None else [version]
@@ -644,8 +803,13 @@ class Gateway:
         await _respond(send, 200, encode_json({"live": True}))
 
     async def _v2_ready(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
-        ready = bool(self._table)
-        await _respond(send, 200 if ready else 503, encode_json({"ready": ready}))
+        ready = self.phase == READY and bool(self._table)
+        body: dict[str, Any] = {"ready": ready}
+        if not ready:
+            body["state"] = self.phase
+            if self.failure:
+                body["error"] = self.failure
+        await _respond(send, 200 if ready else 503, encode_json(body))
 
     # --- feedback and webhooks ----------------------------------------------------------------------------
     async def _feedback(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
@@ -709,13 +873,20 @@ class Gateway:
 
     # --- probes and metrics -------------------------------------------------------------------------------
     async def _ping(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
-        await _respond(send, 200 if self._table else 503, b"\n")
+        ready = self.phase == READY and bool(self._table)
+        await _respond(send, 200 if ready else 503, b"\n" if ready else f"{self.phase}\n".encode())
 
     async def _health(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
         st = self.state()
         errors = [s for s in st["slots"] if s["error"]]
+        ready = self.phase == READY and bool(self._table)
+        if self.phase != READY:
+            status = self.phase  # "loading" or "failed"
+        else:
+            status = "ok" if self._table and not errors else ("degraded" if self._table else "unavailable")
         body = {
-            "status": "ok" if self._table and not errors else ("degraded" if self._table else "unavailable"),
+            "status": status,
+            "error": self.failure,
             "model": self.cfg.model,
             "variants": self.cfg.variants,
             "shadow": self.cfg.shadow,
@@ -739,8 +910,9 @@ class Gateway:
             "batching": None
             if not self.batchers
             else {a: {"calls": b.calls, "requests": b.requests} for a, b in self.batchers.items()},
+            "large_requests": self.lane.status() if self.lane is not None else {"workers": 0},
         }
-        await _respond(send, 200 if self._table else 503, encode_json(body))
+        await _respond(send, 200 if ready else 503, encode_json(body))
 
     async def _version(self, headers: dict[bytes, bytes], receive: Any, send: Any) -> None:
         import mlflow.version
@@ -786,4 +958,16 @@ def create_app() -> Gateway:
     if not path:
         raise SagaError("SAGA_SERVE_CONFIG_FILE is not set; start the gateway with `saga serve`")
     with open(path, encoding="utf-8") as fh:
-        return Gateway(GatewayConfig.from_json(fh.read()))
+        gateway = Gateway(GatewayConfig.from_json(fh.read()))
+
+    def fatal(message: str) -> None:
+        """No model loaded in this worker: leave the reason for ``serve`` and stop the whole gateway."""
+        import signal
+
+        failed = os.path.join(os.path.dirname(path), "failed")
+        with open(failed, "a", encoding="utf-8") as out:
+            out.write(message + "\n")
+        os.kill(os.getppid(), signal.SIGTERM)
+
+    gateway.on_fatal = fatal
+    return gateway

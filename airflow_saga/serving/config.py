@@ -50,6 +50,12 @@ class GatewayConfig:
     batching: bool = False
     batch_max_size: int = 64
     batch_max_wait_ms: float = 2.0
+    # requests over large_body_bytes or large_rows rows are scored in the large-request lane (``large``):
+    # large_workers processes (0: a thread of the gateway process instead), at most large_max_pending at once
+    large_body_bytes: int = 262_144
+    large_rows: int = 2_000
+    large_workers: int = 1
+    large_max_pending: int = 2
     log_level: str = "warning"
 
     def __post_init__(self) -> None:
@@ -98,6 +104,17 @@ class GatewayConfig:
             raise GatewayConfigError(
                 f"batch_max_wait_ms must be a number of milliseconds in [{lo_ms:g}, {hi_ms:g}], got {wait!r}"
             )
+        for key, lo in (
+            ("large_body_bytes", 1),
+            ("large_rows", 1),
+            ("large_workers", 0),
+            ("large_max_pending", 1),
+        ):
+            value = getattr(self, key)
+            if type(value) is not int or value < lo:
+                raise GatewayConfigError(f"{key} must be an integer >= {lo}, got {value!r}")
+        if self.large_workers > 64:
+            raise GatewayConfigError(f"large_workers must be at most 64, got {self.large_workers}")
         if self.capture_format not in ("jsonl", "parquet"):
             raise GatewayConfigError(f"capture_format must be jsonl or parquet, got {self.capture_format!r}")
         if self.capture_durability not in ("buffered", "durable"):

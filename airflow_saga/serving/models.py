@@ -65,6 +65,7 @@ class LoadedModel:
     fast: Callable[[np.ndarray], Any] | None
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
+    path: str | None = None  # the local model copy: the large-request lane loads it in its own process
 
     def predict_batch(self, batch: Batch) -> list[Any]:
         """Predict synchronously; ndarray fast path when available, else pyfunc on a DataFrame."""
@@ -80,7 +81,7 @@ class LoadedModel:
         return pd.DataFrame(batch.rows, columns=batch.columns)
 
 
-def _fast_method(pyfunc: Any) -> Callable[[np.ndarray], Any] | None:
+def fast_method(pyfunc: Any) -> Callable[[np.ndarray], Any] | None:
     """The estimator method pyfunc would call, for MLflow's sklearn flavor; None for anything else."""
     from airflow_saga.core.compat import sklearn_estimator_of
 
@@ -155,10 +156,12 @@ class Loader:
                 f"cannot load model {self.model!r} version {version} ({alias}): {type(exc).__name__}: {exc}"
             ) from exc
         spec = InputSpec.from_pyfunc(pyfunc)
-        fast = _fast_method(pyfunc) if self.fast_path and spec.numeric else None
+        fast = fast_method(pyfunc) if self.fast_path and spec.numeric else None
         if fast is not None and not _prove_fast_path(pyfunc, spec, fast):
             fast = None
-        return LoadedModel(alias, version, pyfunc, spec, fast, load_seconds=time.perf_counter() - t0)
+        return LoadedModel(
+            alias, version, pyfunc, spec, fast, load_seconds=time.perf_counter() - t0, path=str(local)
+        )
 
     def close(self) -> None:
         shutil.rmtree(self.cache_dir, ignore_errors=True)

@@ -78,11 +78,18 @@ def expected(cols: Any) -> str:
 class BadRequest(Exception):
     """A client error: becomes an HTTP 4xx with ``message`` as the body's ``message``."""
 
-    def __init__(self, message: str, status: int = 400, error_code: str = "BAD_REQUEST") -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        error_code: str = "BAD_REQUEST",
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.error_code = error_code
+        self.retry_after = retry_after  # seconds, sent as Retry-After (503: loading, large lane full)
 
     def body(self) -> bytes:
         return encode_json({"error_code": self.error_code, "message": self.message})
@@ -129,6 +136,22 @@ def decode_json_body(body: bytes) -> Any:
     except _DecodeErrors as exc:
         reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
         raise BadRequest(f"malformed JSON: {reason}") from None
+
+
+def row_count(payload: dict[str, Any]) -> int:
+    """How many rows a decoded MLflow payload holds, in O(1) (before any per-row validation)."""
+    if "dataframe_split" in payload:
+        split = payload["dataframe_split"]
+        data = split.get("data") if isinstance(split, dict) else None
+        return len(data) if isinstance(data, list) else 0
+    for key in ("dataframe_records", "instances", "inputs"):
+        data = payload.get(key)
+        if isinstance(data, list):
+            return len(data)
+        if isinstance(data, dict) and data:
+            first = next(iter(data.values()))
+            return len(first) if isinstance(first, list) else 1
+    return 0
 
 
 def decode_body(body: bytes, content_type: str) -> Any:

@@ -60,9 +60,15 @@ def serve(cfg: GatewayConfig) -> int:
         metrics_dir = tempdirs.make(METRICS_PREFIX)  # empty: no counts of an earlier run leak in
         os.environ["SAGA_SERVE_CONFIG_FILE"] = path  # a path, inherited by uvicorn's worker processes
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        failed = os.path.join(private, "failed")  # written by a worker whose models did not load
         try:
             app = "airflow_saga.serving.app:create_app"
             uvicorn.run(app, factory=True, workers=cfg.workers, **uvicorn_kwargs(cfg))
+            if os.path.exists(failed):
+                with open(failed, encoding="utf-8") as fh:
+                    reasons = fh.read().strip()
+                logging.getLogger(__name__).error("gateway stopped: %s", reasons.splitlines()[0])
+                return 1
         finally:
             tempdirs.remove(private)
             tempdirs.remove(metrics_dir)
@@ -71,6 +77,12 @@ def serve(cfg: GatewayConfig) -> int:
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from airflow_saga.serving.app import Gateway
 
-    server = uvicorn.Server(uvicorn.Config(Gateway(cfg), **uvicorn_kwargs(cfg)))
+    gateway = Gateway(cfg)
+    server = uvicorn.Server(uvicorn.Config(gateway, **uvicorn_kwargs(cfg)))
+
+    def fatal(message: str) -> None:  # no production variant loaded: stop serving, exit non-zero
+        server.should_exit = True
+
+    gateway.on_fatal = fatal
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and gateway.failure is None else 1

@@ -112,6 +112,15 @@ def parse_request(body: bytes, header_length: bytes | None = None) -> tuple[dict
     return doc, tail, Request(rid, wanted, params)
 
 
+def row_count(doc: dict[str, Any]) -> int:
+    """Rows a decoded V2 request claims (its first tensor's first dimension), in O(1); 0 when unclear."""
+    first = doc["inputs"][0]
+    shape = first.get("shape") if isinstance(first, dict) else None
+    if isinstance(shape, list) and shape and type(shape[0]) is int:
+        return shape[0]
+    return 0
+
+
 def _parameters(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}

@@ -70,6 +70,45 @@ with warnings.catch_warnings():  # MLflow nags about predict() type hints at cla
                 raise RuntimeError("shadow model exploded on purpose")
             return [self.value] * len(model_input)
 
+    class HeldLargeModel(mlflow.pyfunc.PythonModel):
+        """Answers ``value`` per row. A batch of more than ``big`` rows is held, with the GIL taken in
+        long C calls (``sum(range(...))``, as a big decode does), until the file ``release`` exists; a
+        batch whose first value is ``-999`` kills the scoring process (as an out-of-memory kill would).
+        The pid of the process that scored a large batch is written to ``release + ".pid"``."""
+
+        def __init__(self, release: str, big: int = 1000, value: int = 5) -> None:
+            self.release = release
+            self.big = big
+            self.value = value
+
+        def predict(self, context, model_input, params=None):
+            import os
+
+            if len(model_input) > self.big:
+                if float(model_input.iloc[0, 0]) == -999:
+                    os._exit(3)
+                with open(self.release + ".pid", "w") as fh:  # which process scored it
+                    fh.write(str(os.getpid()))
+                while not os.path.exists(self.release):
+                    sum(range(20_000_000))
+            return [self.value] * len(model_input)
+
+    class GatedLoadModel(mlflow.pyfunc.PythonModel):
+        """``load_context`` waits until the file ``release`` exists: a model that takes long to load."""
+
+        def __init__(self, release: str, value: int = 4) -> None:
+            self.release = release
+            self.value = value
+
+        def load_context(self, context):
+            import os
+
+            while not os.path.exists(self.release):
+                time.sleep(0.1)
+
+        def predict(self, context, model_input, params=None):
+            return [self.value] * len(model_input)
+
     class BrokenOnLoad(mlflow.pyfunc.PythonModel):
         """Registers fine, fails in ``load_context``: a promotion the gateway must refuse to swap in."""
 
