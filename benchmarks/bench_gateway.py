@@ -260,6 +260,8 @@ def main() -> None:
     ap.add_argument("--large-rate", type=float, default=200.0, help="small requests per second")
     ap.add_argument("--large-seconds", type=float, default=6.0)
     ap.add_argument("--large-gap", type=float, default=0.5, help="seconds between large requests")
+    ap.add_argument("--large-modes", default="lane,thread,loop", help="where large bodies are scored")
+    ap.add_argument("--large-cores", default="0", help="taskset core list for the gateway ('' = not pinned)")
     args = ap.parse_args()
 
     from airflow_saga.core.capture_scan import read_capture

@@ -15,9 +15,10 @@ MLServer runs from its own virtualenv (``--mlserver-venv``; created with uv when
 project's, with ``parallel_workers: 0`` (with the default, its inference worker dies here with "There is no
 current event loop in thread 'MainThread'" and restarts forever).
 
-large: small-request latency while 100k-row requests arrive, against idle, with the gateway parsing and
-scoring large bodies in a thread (the default) and on the event loop (``SAGA_SERVE_LARGE_BODY_BYTES`` set
-above the body size), measured from a separate process.
+large: small-request latency while 100k-row requests arrive, against idle in the same run, with the gateway
+scoring large bodies in its large-request lane (a separate, niced process: the default), in a thread
+(``--large-workers 0``) and on the event loop (the large-request thresholds set above the body size),
+measured from a separate process. ``--large-cores`` pins the gateway (and so its lane) with taskset.
 """
 
 from __future__ import annotations
@@ -78,10 +79,14 @@ def wrk(url: str, body: Path, conns: int, seconds: float, script: Path, pid: int
     ]
     if core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", core, *cmd]
+    import resource
+
     c0 = _tree_cpu(pid)
+    g0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SAGA_BODY": str(body)},
                          timeout=seconds + 60, check=True).stdout  # fmt: skip
     c1 = _tree_cpu(pid)
+    g1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next(x for x in out.splitlines() if x.startswith("WRK "))
     r = json.loads(line[4:])
     n = max(1, r["requests"])
@@ -91,8 +96,32 @@ def wrk(url: str, body: Path, conns: int, seconds: float, script: Path, pid: int
         "p99_ms": r["p99_us"] / 1000,
         "errors": r["errors"] + r["non2xx"],
         "cpu_ms": 1000 * (c1 - c0) / n,
+        "gen_cpu_ms": 1000 * (g1.ru_utime + g1.ru_stime - g0.ru_utime - g0.ru_stime) / n,  # wrk's own CPU
         "requests": r["requests"],
     }
+
+
+PROBE = (
+    "import time\nt = time.perf_counter()\nn = 0\nwhile time.perf_counter() - t < {s}:\n"
+    "    sum(range(20000)); n += 1\nprint(n)"
+)
+
+
+def parallel_probe(seconds: float = 3.0) -> dict:
+    """How much a second core adds on this machine: the same CPU-bound loop in one process pinned to core 0,
+    then in two processes pinned to cores 0 and 1 at once (a VM's two vCPUs may share a physical core, and
+    other workloads share both)."""
+
+    def run(cores: list[str]) -> list[int]:
+        procs = [subprocess.Popen(["taskset", "-c", c, sys.executable, "-c", PROBE.format(s=seconds)],
+                                  stdout=subprocess.PIPE, text=True) for c in cores]  # fmt: skip
+        return [int(p.communicate()[0]) for p in procs]
+
+    if not shutil.which("taskset"):
+        return {}
+    one = run(["0"])[0]
+    two = sum(run(["0", "1"]))
+    return {"one": one, "two": two, "speedup": two / one}
 
 
 def ensure_mlserver(venv: Path) -> Path:
@@ -188,9 +217,12 @@ def run_scale(
         for key in keys:  # warm up
             wrk(urls[key] + paths[key], bodies[body_of[key]], 8, 2, script, procs[key].pid, gen_core)
         results: dict[tuple[str, int], list[dict]] = {}
+        probes = []
         conns_list = [int(c) for c in args.scale_connections.split(",")]
         load: list[float] = []
         for rnd in range(args.repeats):
+            probes.append(parallel_probe())
+            print(json.dumps({"round": rnd, "probe": probes[-1]}), flush=True)
             for conns in conns_list:
                 for key in keys:
                     if key == "a" and conns != conns_list[0]:
@@ -214,18 +246,30 @@ def run_scale(
         f"runs {min(load):.1f}-{max(load):.1f}"
     )
     print()
-    print("| server | conns | req/s | p50 ms | p99 ms | CPU ms/req | vs (b) req/s | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    speedups = [p["speedup"] for p in probes if p]
+    if speedups:
+        print(f"two processes on cores 0 and 1 vs one on core 0, same CPU-bound loop: "
+              f"{min(speedups):.2f}-{max(speedups):.2f}x (median {statistics.median(speedups):.2f}x)")  # fmt: skip
+    print()
+    print("| server | conns | req/s | p50 ms | p99 ms | CPU ms/req | wrk CPU ms/req | vs (b) req/s | vs (m) | "
+          "vs (a) | errors |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for conns in conns_list:
         ref = results.get(("b", conns))
+        mls = results.get(("m", conns))
+        mlf = results.get(("a", conns_list[0]))  # (a) runs at the first connection count only
+
+        def vs(rps: float, runs: list[dict] | None) -> str:
+            return f"{rps / _median(runs, 'rps'):.2f}x" if runs else "-"
+
         for key in keys:
             runs = results.get((key, conns))
             if not runs:
                 continue
             rps = _median(runs, "rps")
-            vs = f"{rps / _median(ref, 'rps'):.2f}x" if ref else "-"
             print(f"| {labels[key]} | {conns} | {rps:.0f} | {_median(runs, 'p50_ms'):.2f} | "
-                  f"{_median(runs, 'p99_ms'):.2f} | {_median(runs, 'cpu_ms'):.3f} | {vs} | "
+                  f"{_median(runs, 'p99_ms'):.2f} | {_median(runs, 'cpu_ms'):.3f} | "
+                  f"{_median(runs, 'gen_cpu_ms'):.3f} | {vs(rps, ref)} | {vs(rps, mls)} | {vs(rps, mlf)} | "
                   f"{sum(r['errors'] for r in runs)} |")  # fmt: skip
 
 
@@ -246,18 +290,25 @@ def run_large(args, work: Path, mlflow_url: str, name: str, env: dict, start, st
     big = json.dumps({"dataframe_split": {"columns": cols, "data": big_rows}}).encode()
     saga = [sys.executable, "-m", "airflow_saga.cli", "serve", name, "--tracking-uri", mlflow_url,
             "--max-body-bytes", str(len(big) + 1024)]  # fmt: skip
-    modes = {"thread": dict(env), "loop": dict(env, SAGA_SERVE_LARGE_BODY_BYTES=str(len(big) + 1))}
+    flags = {
+        "lane": [],
+        "thread": ["--large-workers", "0"],
+        "loop": ["--large-workers", "0", "--large-body-bytes", str(len(big) + 1), "--large-rows", str(10**9)],
+    }
+    modes = {m: flags[m] for m in args.large_modes.split(",") if m}
+    pin = ["taskset", "-c", args.large_cores] if args.large_cores and shutil.which("taskset") else []
+    load: list[float] = []
     table: dict[tuple[str, str], list[dict]] = {}
     big_times: dict[str, list[float]] = {}
-    for mode, menv in modes.items():
+    for mode, extra in modes.items():
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = start(["taskset", "-c", "0", *saga, "--port", str(port)] if shutil.which("taskset") else
-                     [*saga, "--port", str(port)], work / f"large-{mode}.log", menv)  # fmt: skip
+        proc = start([*pin, *saga, *extra, "--port", str(port)], work / f"large-{mode}.log", dict(env))
         try:
             wait_http(url + "/ping", 240, proc, work / f"large-{mode}.log", ok=(200,))
             run_load(url, 300, 8, small)
             for rnd in range(args.repeats):
+                load.append(os.getloadavg()[0])
                 table.setdefault((mode, "idle"), []).append(
                     run_load(url, int(args.large_rate * args.large_seconds), 8, small, args.large_rate)
                 )
@@ -289,16 +340,20 @@ def run_large(args, work: Path, mlflow_url: str, name: str, env: dict, start, st
     print(
         f"large: one-row requests at {args.large_rate:g} req/s (open loop, latency from the scheduled send "
         f"time) for {args.large_seconds:g} s, idle and while {args.large_rows:,}-row requests "
-        f"({len(big) / 1e6:.1f} MB JSON) arrive back to back with {args.large_gap:g} s gaps; gateway pinned "
-        f"to core 0; medians of {args.repeats} rounds"
+        f"({len(big) / 1e6:.1f} MB JSON) arrive back to back with {args.large_gap:g} s gaps; gateway "
+        f"{'pinned to cores ' + args.large_cores if pin else 'not pinned'}; medians of {args.repeats} rounds; "
+        f"load average {min(load):.1f}-{max(load):.1f}"
     )
     print()
-    print("| large bodies parsed in | small p50 ms idle | p99 idle | p50 with large | p99 with large | max with "
-          "large | large request s |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| large bodies scored in | small p50 ms idle | p99 idle | p50 with large | p99 with large | "
+          "p99 with / idle | max with large | large request s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    names = {"lane": "the large-request lane (default)", "thread": "a thread (`--large-workers 0`)",
+             "loop": "the event loop"}  # fmt: skip
     for mode in modes:
         idle, busy = table[(mode, "idle")], table[(mode, "busy")]
-        print(f"| {'a worker thread (default)' if mode == 'thread' else 'the event loop'} | "
+        ratio = _median(busy, "p99_ms") / _median(idle, "p99_ms")
+        print(f"| {names[mode]} | "
               f"{_median(idle, 'p50_ms'):.2f} | {_median(idle, 'p99_ms'):.2f} | {_median(busy, 'p50_ms'):.2f} | "
-              f"{_median(busy, 'p99_ms'):.2f} | {_median(busy, 'max_ms'):.1f} | "
+              f"{_median(busy, 'p99_ms'):.2f} | {ratio:.1f}x | {_median(busy, 'max_ms'):.1f} | "
               f"{statistics.median(big_times.get(mode, [0])):.2f} |")  # fmt: skip

@@ -12,6 +12,10 @@ bounded: at most ``max_pending`` large requests are in flight (running or queued
 beyond that a large request is answered 503 with ``Retry-After``, never queued without bound. A lane
 process that dies (e.g. killed for memory) fails only its in-flight requests (503) and is replaced.
 
+Requests and answers travel as msgpack over a pipe per lane process, never as pickles: the gateway process
+unpickles nothing (a hostile body cannot reach ``pickle`` through the lane, and the fuzz test's audit hook
+would see it). Each exchange runs in a thread of the gateway process, which waits on the pipe without the GIL.
+
 Each lane process loads a model version from the gateway's local copy (``LoadedModel.path``) the first
 time it scores it, and keeps the few most recent versions. It uses the estimator's fast path only when the
 gateway proved it equivalent at load time, so both answer exactly like the event loop path.
@@ -22,9 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from airflow_saga.serving.protocol import BadRequest
@@ -42,13 +45,10 @@ _models: dict[str, LoadedModel] = {}  # in a lane process: path -> model
 # --- in the lane process --------------------------------------------------------------------------------
 
 
-def _init() -> None:
-    import contextlib
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway shuts the lane down, not a terminal's ^C
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
+def _enc_hook(obj: Any) -> Any:
+    """Values msgpack has no type for (numpy scalars, timestamps in a generic model's rows)."""
+    item = getattr(obj, "item", None)
+    return item() if callable(item) else str(obj)
 
 
 def _model(path: str, alias: str, version: str, fast: bool) -> LoadedModel:
@@ -69,22 +69,16 @@ def _model(path: str, alias: str, version: str, fast: bool) -> LoadedModel:
     return model
 
 
-def warm(path: str, alias: str, version: str, fast: bool) -> int:
-    """Load a model version ahead of its first large request (and start the process)."""
-    _model(path, alias, version, fast)
-    return os.getpid()
-
-
 def score(
     kind: str,
     body: bytes,
     meta: dict[str, Any],
-    model_ref: tuple[str, str, str, bool],
+    model_ref: list[Any],
     model_name: str,
     want_rows: bool,
-) -> tuple:
-    """One request, start to end: ("ok", answer, columns, rows|None, predictions, request_id) or
-    ("bad", status, error_code, message). Exceptions other than client errors propagate (a bug: 500)."""
+) -> list[Any]:
+    """One request, start to end: ["ok", answer, columns, rows|None, predictions, request_id] or
+    ["bad", status, error_code, message]."""
     from airflow_saga.serving import protocol, v2
 
     model = _model(*model_ref)
@@ -105,9 +99,8 @@ def score(
         try:
             predictions = model.predict_batch(batch)
         except Exception as exc:  # the model could not score this input: a client error, as on the loop
-            raise BadRequest(
-                f"{where} could not score the input: {type(exc).__name__}: {str(exc)[:500]}"
-            ) from None
+            reason = f"{type(exc).__name__}: {str(exc)[:500]}"
+            raise BadRequest(f"{where} could not score the input: {reason}") from None
         if kind == "v2":
             iid = request.id or meta.get("header_id") or meta["generated"]
             names = v2.output_names(model)
@@ -116,17 +109,73 @@ def score(
         else:
             out = protocol.encode_json({"predictions": predictions})
     except BadRequest as exc:
-        return ("bad", exc.status, exc.error_code, exc.message)
-    return ("ok", out, batch.columns, batch.rows if want_rows else None, predictions, request_id)
+        return ["bad", exc.status, exc.error_code, exc.message]
+    return ["ok", out, batch.columns, batch.rows if want_rows else None, predictions, request_id]
+
+
+def _serve(conn: Any) -> None:
+    """A lane process: answer messages from the gateway until its end of the pipe closes."""
+    import contextlib
+    import signal
+
+    import msgspec
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway stops the lane, not a terminal's ^C
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    decode = msgspec.msgpack.Decoder().decode
+    encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
+    while True:
+        try:
+            msg = decode(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        op = msg[0]
+        try:
+            if op == "warm":
+                _model(*msg[1])
+                out: list[Any] = ["ok", os.getpid()]
+            else:
+                out = score(*msg[1:])
+        except Exception as exc:  # a bug or a model that cannot load: the gateway answers 500 and logs it
+            out = ["error", f"{type(exc).__name__}: {str(exc)[:1000]}"]
+        conn.send_bytes(encode(out))
 
 
 # --- in the gateway process -----------------------------------------------------------------------------
 
 
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        parent, child = ctx.Pipe(duplex=True)
+        self.conn = parent
+        self.process = ctx.Process(target=_serve, args=(child,), name="saga-large", daemon=True)
+        self.process.start()
+        child.close()
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
+class LaneDied(Exception):
+    pass
+
+
 class LargeLane:
-    """A bounded pool of lane processes for one gateway process."""
+    """A bounded set of lane processes for one gateway process."""
 
     def __init__(self, workers: int, max_pending: int, model_name: str) -> None:
+        import multiprocessing
+
+        import msgspec
+
         self.workers = workers
         self.max_pending = max_pending
         self.model_name = model_name
@@ -134,28 +183,56 @@ class LargeLane:
         self.completed = 0
         self.refused = 0
         self.crashes = 0
+        # spawn, not fork: the gateway has threads (poller, flusher, shadow pipes) that a fork copies
+        self._ctx = multiprocessing.get_context("spawn")
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
         self._lock = threading.Lock()
-        self._pool = self._new_pool()
+        self._closed = False
+        for _ in range(workers):
+            self._add()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        import multiprocessing
+    def _add(self) -> None:
+        w = _Worker(self._ctx)
+        with self._lock:
+            self._all.append(w)
+        self._idle.put(w)
 
-        # spawn, not fork: the gateway process has threads (poller, flusher, shadow pipes) a fork would copy
-        # mid-flight
-        ctx = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init)
+    def _exchange(self, msg: list[Any], timeout: float | None = None) -> list[Any]:
+        """Send one message to an idle lane process and wait for its answer (in a thread, GIL released)."""
+        w = self._idle.get(timeout=timeout)
+        try:
+            w.conn.send_bytes(self._encode(msg))
+            out = self._decode(w.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            with self._lock:
+                self.crashes += 1
+                self._all.remove(w)
+            code = w.process.exitcode
+            w.close()
+            if not self._closed:
+                log.error("large-request lane process died (exit %s); starting a new one", code)
+                self._add()
+            raise LaneDied(f"exit status {w.process.exitcode}") from exc
+        self._idle.put(w)
+        return out
 
     def warm(self, model: LoadedModel, timeout: float = 300.0) -> None:
-        """Start the lane's processes and load ``model`` in them (blocking; at start and on a swap)."""
+        """Load ``model`` in every lane process ahead of its first large request (blocking)."""
         if model.path is None:
             return
-        ref = (model.path, model.alias, model.version, model.fast is not None)
-        try:
-            futures = [self._pool.submit(warm, *ref) for _ in range(self.workers)]
-            for f in futures:
-                f.result(timeout=timeout)
-        except Exception as exc:  # the first large request will load it (or fail with 503) instead
-            log.warning("large-request lane could not preload version %s: %s", model.version, exc)
+        ref = [model.path, model.alias, model.version, model.fast is not None]
+        for _ in range(self.workers):  # each idle process in turn (an exchange returns it to the queue)
+            try:
+                out = self._exchange(["warm", ref], timeout=timeout)
+            except Exception as exc:  # the first large request loads it (or fails) instead
+                log.warning("large-request lane could not preload version %s: %s", model.version, exc)
+                return
+            if out[0] != "ok":
+                log.warning("large-request lane could not preload version %s: %s", model.version, out[1])
+                return
 
     def status(self) -> dict[str, int]:
         return {
@@ -169,7 +246,7 @@ class LargeLane:
 
     async def run(
         self, kind: str, body: bytes, meta: dict[str, Any], model: LoadedModel, want_rows: bool
-    ) -> tuple:
+    ) -> list[Any]:
         """Score one large request in the lane; 503 with Retry-After when the lane is full or died."""
         assert model.path is not None
         if self.pending >= self.max_pending:
@@ -182,13 +259,11 @@ class LargeLane:
                 retry_after=1,
             )
         self.pending += 1
-        pool = self._pool
+        ref = [model.path, model.alias, model.version, model.fast is not None]
+        msg = ["score", kind, body, meta, ref, self.model_name, want_rows]
         try:
-            ref = (model.path, model.alias, model.version, model.fast is not None)
-            fut = pool.submit(score, kind, body, meta, ref, self.model_name, want_rows)
-            return await asyncio.wrap_future(fut)
-        except BrokenProcessPool as exc:
-            self._replace(pool)
+            out = await asyncio.to_thread(self._exchange, msg)
+        except LaneDied as exc:
             raise BadRequest(
                 f"the large-request worker process died while scoring ({exc}); retry later",
                 503,
@@ -198,14 +273,13 @@ class LargeLane:
         finally:
             self.pending -= 1
             self.completed += 1
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is broken:
-                self.crashes += 1
-                log.error("large-request lane process died; starting a new one")
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
+        if out[0] == "error":
+            raise RuntimeError(f"large-request lane: {out[1]}")
+        return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._closed = True
+        with self._lock:
+            workers, self._all = list(self._all), []
+        for w in workers:
+            w.close()
