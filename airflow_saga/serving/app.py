@@ -14,9 +14,10 @@ Requests with a body over ``large_body_bytes`` bytes, or more than ``large_rows`
 scored and encoded in the large-request lane (``large``: separate, lower-priority processes, bounded, 503
 with Retry-After beyond the bound), so one 100k-row request does not stop the loop serving small ones.
 
-The port opens before the models are loaded: while they load, liveness (``/v2/health/live``) answers 200
-and readiness (``/v2/health/ready``, ``/ping``, ``/health``) answers 503 with ``"state": "loading"``;
-scoring requests get 503 with Retry-After. If no production variant loads, the state becomes ``failed``
+With one worker the port opens before the models are loaded: while they load, liveness
+(``/v2/health/live``) answers 200 and readiness (``/v2/health/ready``, ``/ping``, ``/health``) answers 503
+with ``"state": "loading"``; scoring requests get 503 with Retry-After. (With several workers each one
+accepts connections only once loaded.) If no production variant loads, the state becomes ``failed``
 and the process stops with an error (``on_fatal``).
 
 Routes: POST /invocations, POST /feedback, POST /webhooks/mlflow, GET /ping, /health, /version, /metrics,
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -194,11 +196,12 @@ class Gateway:
 
             self.lane = LargeLane(cfg.large_workers, cfg.large_max_pending, cfg.model)
         self.manager.start()
-        if self.lane is not None:
-            for alias in cfg.variants:
-                current = self.manager.slots[alias].current
-                if current is not None:
-                    self.lane.warm(current)
+        if self.lane is not None:  # the lane's processes import MLflow and load the models meanwhile
+            served = [m for a in cfg.variants if (m := self.manager.slots[a].current) is not None]
+            lane = self.lane
+            threading.Thread(
+                target=lambda: [lane.warm(m) for m in served], name="saga-large-warm", daemon=True
+            ).start()
         self._rebuild_table()
         for slot in self.manager.slots.values():
             if slot.error:
@@ -273,15 +276,22 @@ class Gateway:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
+                # One process: the port opens before the models load (live, not ready, "loading"). With
+                # several workers on one socket, a worker accepts only once loaded: a loading worker would
+                # take connections from the kernel that it can only answer with 503.
+                deferred = self.cfg.workers == 1
                 try:
-                    await asyncio.to_thread(self.begin)
+                    await asyncio.to_thread(self.begin if deferred else self.start)
                 except Exception as exc:
                     log.error("gateway failed to start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    if self.on_fatal is not None:
+                        self.on_fatal(str(exc))
                     return
                 await send({"type": "lifespan.startup.complete"})
-                # the port is open now: live, not ready, until the models are loaded
-                self._loading = asyncio.get_running_loop().run_in_executor(None, self._load_in_background)
+                if deferred:
+                    loop = asyncio.get_running_loop()
+                    self._loading = loop.run_in_executor(None, self._load_in_background)
             elif msg["type"] == "lifespan.shutdown":
                 try:
                     await asyncio.to_thread(self.stop)
@@ -605,10 +615,8 @@ class Gateway:
         payload = None
         if not self._is_large(len(body)):
             payload = protocol.decode_body(body, ctype)  # cheap for a small body; the row count decides
-            if ctype.startswith("text/csv") and len(payload["dataframe_split"]["data"]) > self.cfg.large_rows:
-                payload = None  # CSV was parsed by pandas already; re-parsing it in the lane is the cost
-            elif self._is_large(0, protocol.row_count(payload)):
-                payload = None
+            if self._is_large(0, protocol.row_count(payload)):
+                payload = None  # decoded again in the lane: a small cost next to the rows' validation
             if payload is not None:
                 batch = self._table_of(payload, model)
                 predictions = await self._score(alias, model, batch)

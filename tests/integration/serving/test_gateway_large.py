@@ -89,6 +89,16 @@ def _wait_pending(url, n, timeout=120, request=None):
     raise AssertionError(f"the lane never had {n} pending request(s): {lane}")
 
 
+def _wait_for(condition, request, timeout=120):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert not request.done(), "the large request ended before it was held"
+        assert time.monotonic() < deadline, "the large request was never scored"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def held(gateway_factory, mlflow_client, tmp_path):
     name = f"large-{uuid.uuid4().hex[:6]}"
@@ -103,13 +113,15 @@ def held(gateway_factory, mlflow_client, tmp_path):
 
 def test_a_large_request_in_flight_does_not_block_small_ones(held):
     big = _Background(held.url, _split(_rows(1500)))
-    _wait_pending(held.url, 1, request=big)  # the large request is in the lane, held by its model
+    _wait_pending(held.url, 1, request=big)  # the large request is in the lane
+    pid_file = held.release.with_name("release.pid")
+    _wait_for(pid_file.exists, big)  # ... and its model is scoring it, held until the release
     small = [_post(held.url, _split(models.sample_rows(2, start=i)), timeout=60) for i in range(0, 40, 2)]
     assert [r.status_code for r in small] == [200] * 20, [r.text for r in small if r.status_code != 200]
     assert all(r.json() == {"predictions": [5, 5]} for r in small)
     assert not big.done(), "the large request finished before it was released: the test proves nothing"
     # scored in a lane process, not in a thread of the gateway process (whose GIL it would hold)
-    lane_pid = int(held.release.with_name("release.pid").read_text())
+    lane_pid = int(pid_file.read_text())
     assert lane_pid != held.health()["pid"]
     # the lane is full: another large request is refused at once, with Retry-After, and not queued
     refused = _post(held.url, _split(_rows(1500)))
@@ -239,3 +251,21 @@ def test_a_gateway_whose_model_cannot_load_stops_with_the_reason(
     assert code != 0, out[-3000:]
     assert f"no production variant of model {name!r} could be loaded" in out, out[-3000:]
     assert "this model version cannot be loaded" in out, out[-3000:]
+
+
+def test_the_lane_follows_a_hot_swap(gateway_factory, mlflow_client):
+    import time
+
+    name = f"large-swap-{uuid.uuid4().hex[:6]}"
+    models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
+    gw = gateway_factory(name, "--large-rows", "100", "--poll-interval", "0.5")
+    rows = _rows(300)
+    first = _post(gw.url, _split(rows))
+    assert first.status_code == 200 and first.headers["X-Saga-Model-Version"] == "1"
+    assert set(first.json()["predictions"]) <= {0, 1}
+    models.register_pyfunc(mlflow_client, name, models.SlowOrFailingModel(value=9), aliases=(tags.CHAMPION,))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and gw.health()["slots"][0]["version"] != "2":
+        time.sleep(0.2)
+    r = _post(gw.url, _split(rows))
+    assert r.headers["X-Saga-Model-Version"] == "2" and r.json() == {"predictions": [9] * 300}, r.text[:300]

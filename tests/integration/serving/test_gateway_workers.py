@@ -47,11 +47,14 @@ def test_two_workers_serve_shadow_capture_and_sum_their_metrics(gateway_factory,
         timeout=360,  # four processes import MLflow and load models; slow on a busy 2-core machine
     )
     expected = models.fit().predict(models.breast_cancer()[0].iloc[0:200]).tolist()
-    # /ping answers once the first worker is ready; the second may still be loading: wait for both
+    # /ping answers once the first worker is ready; the second may still be loading (not accepting
+    # connections yet): wait until both have answered, ready
     seen: set[int] = set()
     deadline = time.monotonic() + 360
     while len(seen) < 2 and time.monotonic() < deadline:
-        seen.add(requests.get(gw.url + "/health", headers={"Connection": "close"}, timeout=60).json()["pid"])
+        r = requests.get(gw.url + "/health", headers={"Connection": "close"}, timeout=60)
+        assert r.status_code == 200, r.text  # a worker that accepts a connection is loaded
+        seen.add(r.json()["pid"])
         time.sleep(0.05)
     assert len(seen) == 2, seen
 
