@@ -146,9 +146,7 @@ class DriftMonitorOperator(OpenLineageMixin, SagaBaseOperator):
         window = ol.source_dataset(f"{root.rstrip('/')}/{name}", window=result.get("window"))
         version = ol.model_version_dataset(ns, name, str(result["version"]), alias=str(self.alias))
         logged = result.get("mlflow") or {}
-        out = ol.artifact_dataset(
-            ns, logged.get("result_uri"), decision="drift" if result.get("dataset_drift") else "no_drift"
-        )
+        out = ol.artifact_dataset(ns, logged.get("result_uri"), decision=_outcome(result).value)
         return [window, version], [out]
 
 
