@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CASES = (("shift", "shift 0.3 sigma", 0.3), ("no-shift", "no shift", 0.0))
 
 CHILD = r"""
 import json, sys, time
@@ -195,11 +196,19 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--fmt", default="parquet", choices=["parquet", "jsonl"])
     ap.add_argument("--skip-raw", action="store_true", help="skip raw Evidently (the slowest step)")
+    ap.add_argument(
+        "--cases",
+        default="shift,no-shift",
+        help="which cases to run (comma-separated: shift, no-shift); --rows 0 runs only the big window",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     rows = []
+    wanted = {c.strip() for c in args.cases.split(",")}
+    cases = [(label, shift) for key, label, shift in CASES if key in wanted]
+    shadow = None
     with tempfile.TemporaryDirectory(prefix="saga-bench-mon-") as tmp:
-        for label, shift in (("shift 0.3 sigma", 0.3), ("no shift", 0.0)):
+        for label, shift in cases if args.rows else ():
             root = Path(tmp) / label.replace(" ", "_")
             root.mkdir()
             t = time.perf_counter()
@@ -212,10 +221,11 @@ def main() -> None:
             ours = child("ours", str(root))
             rows.append((label, args.rows, raw, exact, ours))
             print(f"[{label}] raw={raw} exact={exact} ours={ours}", flush=True)
-        shadow = child("shadow", str(Path(tmp) / "no_shift"))
+        if rows:
+            shadow = child("shadow", str(Path(tmp) / rows[-1][0].replace(" ", "_")))
         big = []
         if args.big_rows:
-            for label, shift in (("shift 0.3 sigma", 0.3), ("no shift", 0.0)):
+            for label, shift in cases:
                 root = Path(tmp) / ("big_" + label.replace(" ", "_"))
                 root.mkdir()
                 t = time.perf_counter()
@@ -227,10 +237,11 @@ def main() -> None:
                 ex = child("exact_cols", str(root))
                 big.append((label, res, ex))
                 print(f"[big {label}] ours={res} exact={ex}", flush=True)
-    print(f"\nDrift, {args.rows:,} captured rows x {args.features} features ({args.fmt}), reference 50k rows")
-    print(
-        f"{'case':<16} {'':<6} {'wall s':>8} {'compute s':>10} {'peak RSS MB':>12} {'drift':>6} {'share':>6}"
-    )
+    if rows:
+        print(f"\nDrift, {args.rows:,} captured rows x {args.features} features ({args.fmt}), reference 50k")
+        print(
+            f"{'case':<16} {'':<6} {'wall s':>8} {'compute s':>10} {'peak RSS MB':>12} {'drift':>6} {'share':>6}"
+        )
     for label, _n, raw, exact, ours in rows:
         for name, r in (("raw", raw), ("exact", exact), ("ours", ours)):
             if r is None:
@@ -263,11 +274,12 @@ def main() -> None:
             f"{r['drift'] == ex['drift']}, max |score - exact| {gap:.2e}; ours/exact time "
             f"{r['process_s'] / ex['process_s']:.2f}x"
         )
-    print(
-        f"\nShadow comparison, {args.rows:,} rows: process {shadow['process_s']:.1f}s (read+compare "
-        f"{shadow['wall_s']:.1f}s, compare {shadow['compute_s']:.2f}s), peak RSS {shadow['rss_mb']:.0f} MB, "
-        f"agreement {shadow['agreement']:.4f}"
-    )
+    if shadow:
+        print(
+            f"\nShadow comparison, {args.rows:,} rows: process {shadow['process_s']:.1f}s (read+compare "
+            f"{shadow['wall_s']:.1f}s, compare {shadow['compute_s']:.2f}s), peak RSS {shadow['rss_mb']:.0f} MB, "
+            f"agreement {shadow['agreement']:.4f}"
+        )
     print(f"load average at end: {Path('/proc/loadavg').read_text().split()[:3]}")
 
 
