@@ -125,8 +125,14 @@ def _serve(conn: Any) -> None:
         os.nice(NICE)
     decode = msgspec.msgpack.Decoder().decode
     encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
+    parent = os.getppid()
     while True:
         try:
+            # a gateway killed with SIGKILL closes the pipe; if a forked sibling still holds its end, the
+            # changed parent pid says so
+            while not conn.poll(2.0):
+                if os.getppid() != parent:
+                    return
             msg = decode(conn.recv_bytes())
         except (EOFError, OSError):
             return
@@ -234,7 +240,7 @@ class LargeLane:
                 log.warning("large-request lane could not preload version %s: %s", model.version, out[1])
                 return
 
-    def status(self) -> dict[str, int]:
+    def status(self) -> dict[str, Any]:
         return {
             "workers": self.workers,
             "max_pending": self.max_pending,
@@ -242,6 +248,7 @@ class LargeLane:
             "completed": self.completed,
             "refused": self.refused,
             "crashes": self.crashes,
+            "pids": [w.process.pid for w in list(self._all)],
         }
 
     async def run(

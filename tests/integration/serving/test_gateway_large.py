@@ -269,3 +269,30 @@ def test_the_lane_follows_a_hot_swap(gateway_factory, mlflow_client):
         time.sleep(0.2)
     r = _post(gw.url, _split(rows))
     assert r.headers["X-Saga-Model-Version"] == "2" and r.json() == {"predictions": [9] * 300}, r.text[:300]
+
+
+def test_lane_processes_exit_when_the_gateway_is_killed(gateway_factory, mlflow_client):
+    import signal
+    import time
+
+    name = f"large-kill-{uuid.uuid4().hex[:6]}"
+    models.register_sklearn(mlflow_client, name, aliases=(tags.CHAMPION,))
+    gw = gateway_factory(name, "--large-workers", "2")
+    pids = gw.health()["large_requests"]["pids"]
+    assert len(pids) == 2 and gw.proc.pid not in pids
+    os.kill(gw.proc.pid, signal.SIGKILL)  # the gateway alone, not its process group
+    gw.proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if _alive(p)]
+        time.sleep(0.2)
+    assert alive == [], f"lane processes {alive} outlived their gateway"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
