@@ -163,6 +163,12 @@ def test_trigger_form_hitl_approval_and_mlflow_tags_in_chromium(e2e_stack, brows
         shot("mlflow-version-lineage")
         assert run_id in _tag_row(page, T.AIRFLOW_RUN_ID).replace("\n", "")
         shot("mlflow-version-airflow-run")
+        # 5. the version's description is saga's summary, rendered by MLflow as Markdown
+        body = page.locator("body").inner_text()
+        assert "approval status Approved by bob" in body and "holds @champion" in body, body[:2000]
+        assert page.get_by_role("heading", name="Approvals").count() == 1
+        assert page.get_by_role("link", name=re.compile(rf"Airflow run {DAG} / ")).count() >= 1
+        shot("mlflow-version-description")
     except BaseException:
         with_context = SHOTS / "failure.png"
         page.screenshot(path=str(with_context))
