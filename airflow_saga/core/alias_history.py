@@ -424,12 +424,17 @@ def history_page(
     return HistoryPage(model=name, entries=entries, head=head, older=older)
 
 
-def entries_for_version(client: MlflowClient, name: str, version: str) -> list[dict[str, Any]]:
-    """Entries that moved an alias to or from ``version``, oldest first (two indexed searches)."""
+def entries_for_version(
+    client: MlflowClient, name: str, version: str, *, state: ModelState | None = None
+) -> list[dict[str, Any]]:
+    """Entries that moved an alias to or from ``version``, oldest first (two indexed searches).
+
+    ``state``: the model as already read (saves the read).
+    """
     version = str(version)
     if not version.isdigit():
         raise RegistryError(f"Model {name!r} has no version {version!r}")
-    state = read_state(client, name)
+    state = state if state is not None else read_state(client, name)
     out: dict[int, dict[str, Any]] = {
         e["seq"]: e
         for e in state.legacy

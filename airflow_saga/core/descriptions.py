@@ -17,8 +17,9 @@ When it is written:
 - after each governance transition (approval, rejection, promotion, demotion, rollback, a decision made
   by hand in MLflow and recorded), for every version the transition touched (the subject and the version
   it displaced), by ``core.governance`` **after the model's lock is released**, so the governance storm's
-  critical section is not longer; one ``get_model_version``, two indexed history searches and at most one
-  ``update_model_version`` per touched version (none when the text is unchanged, e.g. a retry);
+  critical section is not longer; one read of each version, two indexed history searches and at most one
+  ``update_model_version`` per touched version (none when the text is unchanged, e.g. a retry), reusing
+  the model as the transaction left it;
 - after a shadow comparison is logged on the challenger (``core.monitoring.log_shadow_report``).
 
 ``SAGA_VERSION_DESCRIPTIONS=off`` turns the rewrites after transitions off (registration still writes
@@ -275,11 +276,12 @@ def _bounded(text: str) -> str:
     return f"{text}\n\n{FOOTER}"
 
 
-def refresh(client: MlflowClient, name: str, version: str | int) -> bool:
+def refresh(client: MlflowClient, name: str, version: str | int, *, state: Any = None) -> bool:
     """Re-render ``version``'s description from the registry now; False (logged) if it could not be.
 
     Never raises: callers are transitions that already committed. Writes nothing when the text is
-    already current.
+    already current. ``state``: the model as read after the transition (``alias_history.ModelState``),
+    which saves one read per version.
     """
     from airflow_saga.core import alias_history as H
     from airflow_saga.core import compat
@@ -287,7 +289,7 @@ def refresh(client: MlflowClient, name: str, version: str | int) -> bool:
     version = str(version)
     try:
         mv = client.get_model_version(name, version)  # carries the aliases the version holds
-        promotions = H.entries_for_version(client, name, version)
+        promotions = H.entries_for_version(client, name, version, state=state)
         text = render(mv, promotions=promotions)
         if (mv.description or "") == text:
             return True
@@ -306,8 +308,11 @@ def enabled() -> bool:
     return value not in ("off", "0", "false", "no")
 
 
-def refresh_all(client: MlflowClient, name: str, versions: Any) -> None:
-    """``refresh`` each distinct version in ``versions`` (None entries skipped), unless disabled."""
+def refresh_all(client: MlflowClient, name: str, versions: Any, *, state: Any = None) -> None:
+    """``refresh`` each distinct version in ``versions`` (None entries skipped), unless disabled.
+
+    ``state`` (the model as the transaction left it) is shared by all of them.
+    """
     if not enabled():
         return
     seen: set[str] = set()
@@ -315,4 +320,4 @@ def refresh_all(client: MlflowClient, name: str, versions: Any) -> None:
         if v is None or str(v) in seen:
             continue
         seen.add(str(v))
-        refresh(client, name, v)
+        refresh(client, name, v, state=state)

@@ -149,7 +149,7 @@ class Transaction:
             self.writer.finish()
         if self.touched and not isinstance(exc, GovernanceBusyError | MlflowUnreachableError):
             # After the lock: derived text, never holds up the next writer; failures are only logged.
-            D.refresh_all(self.client, self.model, self.touched)
+            D.refresh_all(self.client, self.model, self.touched, state=self.state)
 
     @property
     def _state(self) -> H.ModelState:
