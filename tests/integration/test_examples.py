@@ -56,6 +56,27 @@ def test_examples_parse_light_and_each_listens_for_its_own_models_drift(airflow_
         assert dag.timetable.asset_condition.uri == f"saga://drift/{model}", dag_id
 
 
+def test_a_drift_event_queues_only_that_models_pipeline(airflow_db, mlflow_conn):
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from tests.integration.conftest import load_test_dag
+
+    _example("churn_csv_pipeline")  # syncs all three examples (and their assets) to the metadata DB
+    with create_session() as s:
+        for dag_id in MODELS:
+            s.get(DagModel, dag_id).is_paused = False  # the scheduler only queues runs of unpaused DAGs
+    emitter = load_test_dag("saga_test_guide.py", "saga_test_guide_drift_event")
+    dr = emitter.test(run_conf={"model_name": "churn-function"}, logical_date=None)
+    assert task_states(dr) == {"emit_drift_event": "success"}
+    with create_session() as s:
+        queued = set(s.scalars(select(AssetDagRunQueue.target_dag_id)).all())
+    assert "churn_function_pipeline" in queued
+    assert not {"churn_csv_pipeline", "churn_external_pipeline"} & queued, queued
+
+
 def test_csv_example_trains_registers_and_promotes_champion(airflow_db, mlflow_conn, mlflow_client):
     dr = _example("churn_csv_pipeline").test(run_conf={"approval_mode": "auto"}, logical_date=None)
     states = task_states(dr)
