@@ -59,7 +59,7 @@ def training_pipeline(
     target: str = "target",
     train: str | Callable[..., Any] | None = None,
     model_uri: str | None = None,
-    hyperparameters: Mapping[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
     conditions: str = DEFAULT_CONDITIONS,
     approval: str = "airflow",
     dag_id: str | None = None,
@@ -109,7 +109,9 @@ def training_pipeline(
     :param allowed_source_prefixes: modules a ``module:function`` data source may come from.
     :param allowed_sql_conn_ids: Airflow connections a SQL data source may query.
     :param allowed_metric_prefixes: modules user metrics may come from.
-    :returns: the DAG (assign it to a module-level name, or just call this in the DAG file).
+    :returns: the DAG, already registered with Airflow (built in a ``with`` block). Write
+        ``dag = training_pipeline(...)`` anyway: Airflow's safe mode only parses files that contain the
+        words "airflow" and "dag", and a file with neither is skipped without an error.
     """
     if (train is None) == (model_uri is None):
         raise TypeError(
@@ -126,6 +128,16 @@ def training_pipeline(
         raise TypeError(
             f"training_pipeline({model_name!r}): train must be an estimator import path or a function, "
             f"got {type(train).__name__}"
+        )
+    if source is not None and not isinstance(source, (str, dict)):
+        raise TypeError(
+            f"training_pipeline({model_name!r}): source must be a data-source spec (a string or a dict "
+            f"such as {{'sql': ..., 'conn_id': ...}}), got {type(source).__name__}"
+        )
+    if hyperparameters is not None and not isinstance(hyperparameters, dict):
+        raise TypeError(
+            f"training_pipeline({model_name!r}): hyperparameters must be a dict, "
+            f"got {type(hyperparameters).__name__}"
         )
     if model_uri is not None and source is None:
         raise TypeError(f"training_pipeline({model_name!r}): a model_uri needs source= (its held-out data)")

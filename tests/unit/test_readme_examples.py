@@ -40,6 +40,11 @@ def test_the_notebook_script_is_not_parsed_as_a_dag():
         ({"model_uri": "runs:/abc/model"}, "a model_uri needs source="),
         ({"train": 42, "source": "a.csv"}, "train must be an estimator import path or a function, got int"),
         ({"train": "sklearn.tree.DecisionTreeClassifier", "approval": "yes"}, "approval must be one of"),
+        ({"train": "sklearn.svm.SVC", "source": ["a.csv"]}, "source must be a data-source spec (a string or"),
+        (
+            {"train": "sklearn.svm.SVC", "source": "a.csv", "hyperparameters": [1]},
+            "hyperparameters must be a dict",
+        ),
     ],
 )
 def test_pipeline_factory_refuses_bad_arguments_naming_them(kwargs, message):
