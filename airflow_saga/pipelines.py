@@ -155,6 +155,16 @@ def training_pipeline(
         cache=cache,
         cache_expire_after=cache_expire_after,
     )
+    for key, param in params.items():
+        # Airflow would refuse the DAG without naming the Param ("required params without default values,
+        # or the default values are not valid"); name the argument and the value instead.
+        try:
+            param.resolve()
+        except (ValueError, TypeError) as exc:
+            why = str(exc.__cause__ or exc).splitlines()[0][:200]
+            raise ValueError(
+                f"training_pipeline({model_name[:80]!r}): {key}={param.value!r:.200} is not valid: {why}"
+            ) from None
     if schedule == DRIFT:
         # An asset-triggered run has no conf: its Params take their defaults, so this is the default model's.
         schedule = drift_asset(model_name)

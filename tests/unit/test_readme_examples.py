@@ -45,6 +45,11 @@ def test_the_notebook_script_is_not_parsed_as_a_dag():
             {"train": "sklearn.svm.SVC", "source": "a.csv", "hyperparameters": [1]},
             "hyperparameters must be a dict",
         ),
+        ({"train": "sklearn.svm.SVC", "source": "a.csv", "conditions": ""}, "conditions='' is not valid"),
+        (
+            {"train": "sklearn.svm.SVC", "source": "a.csv", "test_size": 1.5},
+            "test_size=1.5 is not valid: 1.5",
+        ),
     ],
 )
 def test_pipeline_factory_refuses_bad_arguments_naming_them(kwargs, message):
