@@ -281,13 +281,32 @@ def log_drift_run(
                 client.log_artifact(run_id, str(path), artifact_path="drift")
             out["estimation_plot_uri"] = f"runs:/{run_id}/drift/estimated_quality.png"
         client.set_terminated(run_id, "FINISHED")
-    for key, value in (
-        (T.DRIFT_RUN_ID, run_id),
-        (T.DRIFT_VERDICT, tags["saga.drift.outcome"]),
-        (T.DRIFT_AT, now_iso()),
-    ):
-        client.set_model_version_tag(name, version, key, value)
+    window_end = str((result.get("window") or {}).get("end") or "")
+    if _is_latest_window(client, name, version, window_end):
+        for key, value in (
+            (T.DRIFT_RUN_ID, run_id),
+            (T.DRIFT_VERDICT, tags["saga.drift.outcome"]),
+            (T.DRIFT_AT, now_iso()),
+            (T.DRIFT_WINDOW_END, window_end),
+        ):
+            if value:
+                client.set_model_version_tag(name, version, key, value)
+    else:
+        out["version_tags"] = "kept: a later window was already judged"
     return out
+
+
+def _is_latest_window(client: MlflowClient, name: str, version: str, window_end: str) -> bool:
+    """Whether a check of the window ending at ``window_end`` may set the version's ``last_*`` drift tags:
+    a re-run of a past interval (a backfill, a cleared task) is logged as its own run but does not replace
+    the verdict of a later window."""
+    previous = (client.get_model_version(name, version).tags or {}).get(T.DRIFT_WINDOW_END)
+    if not previous or not window_end:
+        return True
+    try:
+        return dt.datetime.fromisoformat(window_end) >= dt.datetime.fromisoformat(previous)
+    except (TypeError, ValueError):  # a tag edited by hand: the newest check wins
+        return True
 
 
 def estimation_html(result: dict[str, Any], plot: bytes | None) -> str:

@@ -111,6 +111,7 @@ SHADOW_AT: Final = "saga.shadow.at"
 DRIFT_RUN_ID: Final = "saga.drift.last_run_id"  # the MLflow monitoring run of the latest drift check
 DRIFT_VERDICT: Final = "saga.drift.last_verdict"  # drift | degraded | no_drift (MonitorOutcome)
 DRIFT_AT: Final = "saga.drift.last_at"
+DRIFT_WINDOW_END: Final = "saga.drift.last_window_end"  # the latest judged window's end (ISO-8601 UTC)
 MONITOR_MODEL: Final = "saga.monitor.model_name"  # run tags of monitoring runs
 MONITOR_VERSION: Final = "saga.monitor.model_version"
 MONITOR_KIND: Final = "saga.monitor.kind"  # drift | shadow

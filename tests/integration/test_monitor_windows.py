@@ -81,7 +81,7 @@ def _run(logical_date: dt.datetime, conf: dict):
 
 
 def test_a_past_interval_rerun_is_exact_and_quality_is_estimated_before_labels(
-    airflow_db, mlflow_conn, mlflow_client, model_name, tmp_path
+    airflow_db, mlflow_conn, mlflow_settings, mlflow_client, model_name, tmp_path
 ):
     from sklearn.linear_model import LogisticRegression
 
@@ -139,8 +139,28 @@ def test_a_past_interval_rerun_is_exact_and_quality_is_estimated_before_labels(
         "a",
     )
     _feedback(root, model_name, ids, yw)
+    # the next hour is judged (it drifted) before the past interval is re-run
+    from airflow_saga.core import drift
+
+    later = drift.monitor(
+        mlflow_settings,
+        mlflow_client,
+        model_name=model_name,
+        capture_root=str(root),
+        start=logical,
+        end=hour,
+        config=drift.DriftConfig(estimate=False),
+    )
+    assert later.outcome == "drift"
     second = _run(logical, conf)
     r2 = xcom(second, "detect_drift")
+    # the re-run is logged as its own run, but the version's latest verdict stays the later window's
+    tags_now = mlflow_client.get_model_version(model_name, v).tags
+    assert (
+        tags_now[T.DRIFT_VERDICT] == "drift" and tags_now[T.DRIFT_RUN_ID] == later.result["mlflow"]["run_id"]
+    )
+    assert tags_now[T.DRIFT_WINDOW_END] == hour.isoformat()
+    assert r2["mlflow"]["version_tags"] == "kept: a later window was already judged"
     assert r2["window"] == r1["window"]
     assert r2["dataset_drift"] == r1["dataset_drift"] and r2["drifted_features"] == r1["drifted_features"]
     assert {c: f["score"] for c, f in r2["features"].items()} == {
