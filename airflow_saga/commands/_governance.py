@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
@@ -20,6 +20,38 @@ def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> No
 
 def add_by(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", default=None, help="who is acting (default: $SAGA_USER or your login name)")
+    parser.add_argument(
+        "--policy",
+        default=None,
+        help="governance policy: a JSON file or JSON text (default: the Airflow Variable "
+        "saga_governance_policy when Airflow is installed, else $SAGA_GOVERNANCE_POLICY)",
+    )
+
+
+def policy(args: argparse.Namespace, model: str) -> Any:
+    """The policy for ``model``: --policy, else the Airflow Variable (if Airflow is here), else None (core's
+    default). Users and roles are checked against Airflow's auth manager when Airflow is installed."""
+    from airflow_saga.core.errors import PolicyError
+
+    given = getattr(args, "policy", None)
+    if given and not given.lstrip().startswith("{"):
+        try:
+            with open(given, encoding="utf-8") as fh:
+                given = fh.read()
+        except OSError as exc:
+            msg = f"--policy {args.policy!r} cannot be read: {exc}"
+            raise PolicyError(msg, rule="configuration") from None
+    try:
+        from airflow_saga import policies
+    except ImportError:  # no Airflow: validate what we can without its user directory
+        if not given:
+            return None
+        from airflow_saga.core.policy import ConfigResolver
+
+        return ConfigResolver(given, source="--policy")(model)
+    if given:
+        return policies.resolver(given, "--policy")(model)
+    return policies.policy_for(model)
 
 
 def who(args: argparse.Namespace) -> str:

@@ -22,14 +22,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from airflow_saga.commands._governance import client, who
+    from airflow_saga.commands._governance import client, policy, who
     from airflow_saga.core import approval
     from airflow_saga.core import lineage_query as lq
     from airflow_saga.core import tags as T
 
     status = T.REJECTED if args.reject else T.APPROVED
     mv = approval.set_status(
-        client(args), args.model, args.version, status, by=who(args), comment=args.comment, via="api"
+        client(args),
+        args.model,
+        args.version,
+        status,
+        by=who(args),
+        comment=args.comment,
+        via="api",
+        policy=policy(args, args.model),
     )
     entry = approval.last_entry(mv)
     if args.json:

@@ -27,11 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from airflow_saga.commands._governance import client, who
+    from airflow_saga.commands._governance import client, policy, who
     from airflow_saga.core import lineage_query as lq
     from airflow_saga.core import promotion
 
-    res = promotion.rollback(client(args), args.model, args.target, by=who(args), reason=args.reason)
+    res = promotion.rollback(
+        client(args),
+        args.model,
+        args.target,
+        by=who(args),
+        reason=args.reason,
+        policy=policy(args, args.model),
+    )
     if args.json:
         print(lq.dumps(res.as_dict()))
     else:

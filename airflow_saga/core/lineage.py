@@ -57,6 +57,7 @@ def lineage_tags(
         out[T.AIRFLOW_TASK_ID] = airflow.get("task_id")
         out[T.AIRFLOW_TRY_NUMBER] = airflow.get("try_number")
         out[T.AIRFLOW_RUN_URL] = airflow.get("run_url")
+        out[T.AIRFLOW_TRIGGERED_BY] = airflow.get("triggered_by")
         out[T.DAG_FILE_HASH] = airflow.get("dag_file_hash")
     for key, value in (metrics or {}).items():
         out[T.metric_tag(key)] = repr(float(value))

@@ -180,6 +180,7 @@ def log_shadow_report(
         (T.SHADOW_REPORT_URI, json_uri),
         (T.SHADOW_HTML_URI, html_uri),
         (T.SHADOW_DECISION, str(decision.get("action"))),
+        (T.SHADOW_PASSED, "true" if decision.get("passed") else "false"),
         (T.SHADOW_AT, now_iso()),
     ):
         client.set_model_version_tag(model_name, str(version), key, value)

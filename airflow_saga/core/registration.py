@@ -34,6 +34,7 @@ def register_candidate(
     airflow: dict[str, str] | None = None,
     auto_approve: bool = False,
     via: str = "api",
+    policy: Any = None,
 ) -> dict[str, Any]:
     """Register the candidate; return ``{name, version, created, reused, approval_status, model_uri, run_id,
     origin}``. Exactly one of ``training`` (a training summary) and ``model_uri`` is needed; a URI that
@@ -87,6 +88,13 @@ def register_candidate(
         extra=extra,
         champion=report.get("champion"),
     )
+    approver = "airflow-saga (auto-approve: gate passed)"
+    if auto_approve:  # the policy decides whether a gate may approve; refused before anything is written
+        from airflow_saga.core.policy import policy_for
+
+        check = getattr(policy if policy is not None else policy_for(name), "check_auto_approve", None)
+        if check is not None:
+            check(approver)
     reg: Registration = register(
         client,
         name,
@@ -94,7 +102,7 @@ def register_candidate(
         run_id=run_id,
         tags=tags,
         approval_status=T.APPROVED if auto_approve else T.PENDING,
-        approved_by="airflow-saga (auto-approve: gate passed)" if auto_approve else "airflow-saga",
+        approved_by=approver if auto_approve else "airflow-saga",
         via=via,
     )
     mv = reg.version

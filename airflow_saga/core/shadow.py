@@ -704,6 +704,7 @@ def gate(
     by: str = "airflow-saga shadow gate",
     via: str = "airflow",
     where: str = "",
+    policy: Any = None,
 ) -> dict[str, Any]:
     """Judge a shadow ``report`` (``run_comparison``) with the gate's condition language, log it on the
     challenger's run, and apply the action: ``promote`` (only if the champion it was compared with still
@@ -713,6 +714,7 @@ def gate(
 
     Returns ``{"action", "decision", "version", "run_id", "report_uri", "html_uri", "promotion"}``.
     Bad ``on_pass``/``on_fail`` values raise ``DataError`` before anything is logged or moved.
+    ``policy``: the governance policy for the alias moves (None: ``core.policy.policy_for``).
     """
     from airflow_saga.core import tags as T
     from airflow_saga.core.conditions import evaluate
@@ -759,7 +761,15 @@ def gate(
         compared = (report.get("champion") or {}).get("version")
         expect = UNSET if compared is None else str(compared)
         res = promote(
-            client, model_name, version, T.CHAMPION, by=by, reason=reason, via=via, expect_holder=expect
+            client,
+            model_name,
+            version,
+            T.CHAMPION,
+            by=by,
+            reason=reason,
+            via=via,
+            expect_holder=expect,
+            policy=policy,
         )
         result["promotion"] = res.as_dict()
         log.info("Promoted %r v%s to champion (previous: %s)", model_name, version, res.previous)
@@ -767,7 +777,14 @@ def gate(
         # Inside the governance lock: drop the challenger only if it is still the version judged.
         try:
             res = remove_alias(
-                client, model_name, T.CHALLENGER, by=by, reason=reason, via=via, expect_holder=version
+                client,
+                model_name,
+                T.CHALLENGER,
+                by=by,
+                reason=reason,
+                via=via,
+                expect_holder=version,
+                policy=policy,
             )
         except AliasMovedError as exc:
             log.warning("Not removing the challenger: %s", exc)

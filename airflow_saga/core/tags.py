@@ -48,6 +48,7 @@ AIRFLOW_RUN_ID: Final = "saga.airflow.run_id"
 AIRFLOW_TASK_ID: Final = "saga.airflow.task_id"
 AIRFLOW_TRY_NUMBER: Final = "saga.airflow.try_number"
 AIRFLOW_RUN_URL: Final = "saga.airflow.run_url"  # link back from MLflow to the Airflow DAG run
+AIRFLOW_TRIGGERED_BY: Final = "saga.airflow.triggered_by"  # Airflow user who triggered the run (four-eyes)
 
 # --- evaluation and gate -------------------------------------------------------------------------
 METRIC_PREFIX: Final = "saga.metric."  # saga.metric.<name> = candidate metric value on the version
@@ -108,6 +109,7 @@ SHADOW_REPORT_URI: Final = "saga.shadow.report_uri"  # JSON report of the latest
 SHADOW_HTML_URI: Final = "saga.shadow.html_uri"
 SHADOW_DECISION: Final = "saga.shadow.decision"  # promote | keep | remove (what the gate decided)
 SHADOW_AT: Final = "saga.shadow.at"
+SHADOW_PASSED: Final = "saga.shadow.passed"  # true | false: the latest shadow comparison's verdict
 DRIFT_RUN_ID: Final = "saga.drift.last_run_id"  # the MLflow monitoring run of the latest drift check
 DRIFT_VERDICT: Final = "saga.drift.last_verdict"  # drift | degraded | no_drift (MonitorOutcome)
 DRIFT_AT: Final = "saga.drift.last_at"

@@ -40,7 +40,13 @@ class ModelApprovalRequestOperator(ApprovalOperator):
     operator_extra_links = (MlflowModelVersionLink(),)
 
     def __init__(
-        self, *, model_name: str, version: str, mlflow_conn_id: str = "mlflow_default", **kwargs: Any
+        self,
+        *,
+        model_name: str,
+        version: str,
+        mlflow_conn_id: str = "mlflow_default",
+        governance_policy: Any = None,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("subject", f"Approve model {model_name} version {version}?")
         kwargs.setdefault(
@@ -50,6 +56,46 @@ class ModelApprovalRequestOperator(ApprovalOperator):
         self.model_name = model_name
         self.version = version
         self.mlflow_conn_id = mlflow_conn_id
+        self.governance_policy = governance_policy
+
+    def _assign(self) -> None:
+        """Only the policy's approvers may answer: set ``assigned_users`` from them (minus the trainer
+        under four-eyes), or check the ones the DAG gave. Airflow then refuses anyone else (HTTP 403)."""
+        from airflow_saga.core import policy as P
+        from airflow_saga.core.registry import get_version
+        from airflow_saga.policies import policy_for
+
+        policy = policy_for(str(self.model_name), self.governance_policy)
+        names = P.approvers_of(policy)
+        if names is None:
+            return  # anyone may approve: leave assigned_users as the DAG set it
+        trainer = None
+        if getattr(getattr(policy, "rules", None), "four_eyes", False):
+            tags = get_version(self.hook.client, self.model_name, self.version).tags or {}
+            trainer = tags.get(P.TRIGGERED_BY_TAG)
+        allowed = [n for n in names if not trainer or n != P.identity(trainer)]
+        directory = getattr(policy, "directory", None)
+        if self.assigned_users:
+            given = [str(u.get("name") or u.get("id")) for u in self.assigned_users]
+            bad = [n for n in given if n not in allowed]
+            if bad:
+                excluded = f"; the trainer {P.identity(trainer)!r} is excluded (four-eyes)" if trainer else ""
+                raise AirflowFailException(
+                    f"assigned_users {', '.join(bad)} may not approve model {self.model_name!r} version "
+                    f"{self.version} under policy {policy.name!r} (approvers: {', '.join(allowed) or 'none'}"
+                    f"{excluded})"
+                )
+            return
+        if not allowed:
+            raise AirflowFailException(
+                f"Nobody can approve model {self.model_name!r} version {self.version}: policy "
+                f"{policy.name!r} admits no Airflow user other than the trainer {trainer!r}"
+            )
+        self.assigned_users = [
+            {"id": (directory.users[n][0] if directory and n in directory.users else n), "name": n}
+            for n in allowed
+        ]
+        self.log.info("Assigned to the policy's approvers: %s", ", ".join(allowed))
 
     @property
     def hook(self) -> MlflowHook:
@@ -87,6 +133,10 @@ class ModelApprovalRequestOperator(ApprovalOperator):
         return "\n".join(lines)
 
     def execute(self, context: Context) -> Any:
+        from airflow_saga.operators._util import saga_errors
+
+        with saga_errors():
+            self._assign()
         try:
             described = self._describe(context)
         except Exception as exc:  # the request must still reach the human; say what is missing
@@ -199,7 +249,14 @@ def record_hitl_decision(
     note = f"{comment} [airflow {ti.dag_id}/{ti.run_id}]".strip()
     with saga_errors():
         mv = approval.set_status(
-            operator.hook.client, name, version, status, by=by, comment=note, via="airflow"
+            operator.hook.client,
+            name,
+            version,
+            status,
+            by=by,
+            comment=note,
+            via="airflow",
+            policy=operator.saga_policy(name),  # type: ignore[attr-defined]
         )
     operator.log.info("Model %r version %s: %s by %s via airflow (%s)", name, version, status, by, comment)
     if status == T.REJECTED:

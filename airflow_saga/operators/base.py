@@ -47,6 +47,10 @@ def airflow_facts(context: Context) -> dict[str, str]:
         "map_index": str(getattr(ti, "map_index", -1)),
         "run_url": dag_run_url(ti.dag_id, ti.run_id),
     }
+    dag_run = context.get("dag_run")
+    user = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
+    if user:  # None for scheduled and asset-triggered runs; four-eyes compares approvers against it
+        facts["triggered_by"] = str(user)
     fileloc = getattr(dag, "fileloc", None) if dag is not None else None
     digest = file_sha256(fileloc)
     if digest:
@@ -58,11 +62,23 @@ class SagaBaseOperator(BaseOperator):
     """Base for operators that talk to MLflow through an ``mlflow`` connection.
 
     :param mlflow_conn_id: the Airflow connection of type ``mlflow``.
+    :param governance_policy: the governance policy (``core.policy`` JSON as a dict or text, or a policy
+        object) for the approvals and alias moves this task makes; put it in the DAG's ``default_args`` to
+        cover every task. None: the ``saga_governance_policy`` Variable, else core's default.
     """
 
-    def __init__(self, *, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+    def __init__(
+        self, *, mlflow_conn_id: str = "mlflow_default", governance_policy: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
+        self.governance_policy = governance_policy
+
+    def saga_policy(self, model_name: str) -> Any:
+        """The policy for ``model_name`` (see ``airflow_saga.policies.policy_for``); None: core's default."""
+        from airflow_saga.policies import policy_for
+
+        return policy_for(str(model_name), self.governance_policy)
 
     @cached_property
     def hook(self) -> MlflowHook:

@@ -70,6 +70,7 @@ class PromoteModelOperator(OpenLineageMixin, SagaBaseOperator):
                 by=actor(context),
                 reason=reason,
                 via="airflow",
+                policy=self.saga_policy(self.model_name),
             )
         if res.changed:
             self.log.info(

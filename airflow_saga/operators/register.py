@@ -99,6 +99,7 @@ class RegisterModelOperator(OpenLineageMixin, SagaBaseOperator):
                 airflow=airflow_facts(context),
                 auto_approve=as_bool(self.auto_approve, "auto_approve"),
                 via="airflow",
+                policy=self.saga_policy(self.model_name),
             )
         if result["reused"]:
             self.log.info(

@@ -61,6 +61,7 @@ class RollbackModelOperator(OpenLineageMixin, SagaBaseOperator):
                 reason=self.reason,
                 via="airflow",
                 request_id=request,
+                policy=self.saga_policy(self.model_name),
             )
         link_version(self, context, self.model_name, res.version)
         self.log.info(

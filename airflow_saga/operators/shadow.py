@@ -220,6 +220,7 @@ class ShadowGateOperator(OpenLineageMixin, SagaBaseOperator):
                 on_pass=self.on_pass,
                 on_fail=self.on_fail,
                 where=f"{context['ti'].dag_id} run {context['ti'].run_id}",
+                policy=self.saga_policy(name),
             )
         decision, version = result["decision"], result["version"]
         self.log.info("%s", format_decision(decision))

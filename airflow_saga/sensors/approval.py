@@ -32,6 +32,10 @@ class ModelApprovalSensor(BaseSensorOperator):
     :param deferrable: default from ``[operators] default_deferrable``.
     :param poke_interval: seconds between polls (also the trigger's poll interval).
     :param timeout: how long to wait for a decision before failing with a clear message.
+    :param governance_policy: the policy that judges the decision (``core.policy`` JSON, dict or text; in
+        deferrable mode it travels to the triggerer, so no policy objects); None: the Variable
+        ``saga_governance_policy``. A status set by hand that breaks it is recorded as a violation and put
+        back, and the sensor keeps waiting.
     """
 
     template_fields: Sequence[str] = ("model_name", "version")
@@ -45,9 +49,16 @@ class ModelApprovalSensor(BaseSensorOperator):
         version: str | int,
         mlflow_conn_id: str = "mlflow_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        governance_policy: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if governance_policy is not None and not isinstance(governance_policy, dict | str):
+            raise TypeError(
+                "ModelApprovalSensor governance_policy must be the JSON form (a dict or text), got "
+                f"{type(governance_policy).__name__}: it is sent to the triggerer"
+            )
+        self.governance_policy = governance_policy
         self.model_name = model_name
         self.version = version
         self.mlflow_conn_id = mlflow_conn_id
@@ -102,7 +113,9 @@ class ModelApprovalSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue | bool:
         from airflow_saga.triggers.approval import check_once
 
-        done = self._finish(check_once(self.mlflow_conn_id, self.model_name, str(self.version)))
+        done = self._finish(
+            check_once(self.mlflow_conn_id, self.model_name, str(self.version), self.governance_policy)
+        )
         if done is None:
             self.log.info("Model %r version %s: still pending", self.model_name, self.version)
             return False
@@ -130,6 +143,7 @@ class ModelApprovalSensor(BaseSensorOperator):
                 mlflow_conn_id=self.mlflow_conn_id,
                 poll_interval=self.poke_interval,
                 timeout_at=time.time() + self.timeout,
+                governance_policy=self.governance_policy,
             ),
             method_name="execute_complete",
             # Backstop only: the trigger reports its own timeout with a clearer message.

@@ -137,6 +137,32 @@ class Loader:
                 f"cannot resolve alias {alias!r} of model {self.model!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def check_recorded(self, alias: str, version: str) -> None:
+        """Refuse a version put on ``alias`` outside saga when the model's policy says so (ServingError).
+
+        Only when the version changes (not per poll); the policy is ``core.policy.policy_for`` (the
+        gateway's ``$SAGA_GOVERNANCE_POLICY``) with ``refuse_unrecorded_serving``.
+        """
+        from airflow_saga.core.alias_history import unrecorded_aliases
+        from airflow_saga.core.policy import policy_for
+
+        try:
+            policy = policy_for(self.model)
+            if not getattr(policy, "refuse_unrecorded_serving", False):
+                return
+            found = [u for u in unrecorded_aliases(self.client, self.model) if u.alias == alias]
+        except SagaError as exc:
+            raise ServingError(
+                f"cannot check @{alias} of model {self.model!r} against its policy: {exc}"
+            ) from exc
+        if found and found[0].registry == version:
+            u = found[0]
+            raise ServingError(
+                f"refusing to serve @{alias} of model {self.model!r}: version {version} was put there "
+                f"outside saga (its history says {u.recorded or 'nobody'}, entry #{u.seq}); policy "
+                f"{getattr(policy, 'name', '?')!r} has refuse_unrecorded_serving (promote it with saga)"
+            )
+
     def load(self, alias: str, version: str) -> LoadedModel:
         import mlflow.pyfunc
 
@@ -220,6 +246,7 @@ class ModelManager:
             if slot.current is not None and slot.current.version == version:
                 slot.error = None
                 return False
+            self.loader.check_recorded(alias, version)
             model = self.loaders.get(alias, self.loader.load)(alias, version)
         except SagaError as exc:  # ServingError, or MlflowUnreachableError: keep serving what we have
             slot.error, slot.error_at = str(exc), time.time()

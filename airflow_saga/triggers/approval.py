@@ -18,15 +18,26 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-def check_once(mlflow_conn_id: str, model_name: str, version: str) -> dict[str, Any]:
-    """One synchronous poll: record a hand-made MLflow decision if any, and report the decision."""
+def check_once(
+    mlflow_conn_id: str, model_name: str, version: str, governance_policy: Any = None
+) -> dict[str, Any]:
+    """One synchronous poll: record a hand-made MLflow decision if any, and report the decision.
+
+    The decision is judged by the model's governance policy (``governance_policy``, else the Variable):
+    one that breaks it is recorded as a violation, the status is put back, and the wait goes on.
+    """
     from airflow_saga.core import approval
-    from airflow_saga.core.errors import RegistryError
+    from airflow_saga.core.errors import PolicyError, RegistryError
     from airflow_saga.hooks.mlflow import MlflowHook
+    from airflow_saga.policies import policy_for
 
     try:
+        policy = policy_for(model_name, governance_policy)
+    except PolicyError as exc:
+        return {"status": "error", "message": str(exc)}
+    try:
         client = MlflowHook(mlflow_conn_id=mlflow_conn_id).get_conn()
-        mv = approval.observe(client, model_name, version)
+        mv = approval.observe(client, model_name, version, policy=policy)
         decided = approval.decision(mv)
         entry = approval.last_entry(mv) if decided else None
     except RegistryError as exc:
@@ -46,8 +57,10 @@ class ModelApprovalTrigger(BaseTrigger):
         mlflow_conn_id: str = "mlflow_default",
         poll_interval: float = 30.0,
         timeout_at: float | None = None,
+        governance_policy: dict[str, Any] | str | None = None,
     ) -> None:
         super().__init__()
+        self.governance_policy = governance_policy
         self.model_name = model_name
         self.version = str(version)
         self.mlflow_conn_id = mlflow_conn_id
@@ -63,6 +76,7 @@ class ModelApprovalTrigger(BaseTrigger):
                 "mlflow_conn_id": self.mlflow_conn_id,
                 "poll_interval": self.poll_interval,
                 "timeout_at": self.timeout_at,
+                "governance_policy": self.governance_policy,
             },
         )
 
@@ -71,7 +85,7 @@ class ModelApprovalTrigger(BaseTrigger):
         while True:
             try:
                 result = await asyncio.to_thread(
-                    check_once, self.mlflow_conn_id, self.model_name, self.version
+                    check_once, self.mlflow_conn_id, self.model_name, self.version, self.governance_policy
                 )
             except Exception as exc:  # MLflow down: keep waiting until the deadline, say why in the log
                 self.log.warning("Polling MLflow for %s v%s failed: %s", self.model_name, self.version, exc)
