@@ -457,8 +457,19 @@ class Transaction:
         mv = self.observe(version)
         status = self._eligible(version, alias, mv)
         if previous == version:
-            log.info("Model %r version %s already holds %s; nothing to do", self.model, version, alias)
-            return PromotionResult(self.model, alias, version, previous, changed=False)
+            # Put there by hand (outside saga)? Then this promotion is what records it, by the rules and
+            # the policy, with the history's holder as "from"; otherwise a retry, nothing to do.
+            moved = [u for u in H.unrecorded_in(self.client, self._state) if u.alias == alias]
+            if not moved:
+                log.info("Model %r version %s already holds %s; nothing to do", self.model, version, alias)
+                return PromotionResult(self.model, alias, version, previous, changed=False)
+            previous = moved[0].recorded
+            log.warning(
+                "Model %r: @%s was moved to version %s outside saga; recording it now",
+                self.model,
+                alias,
+                version,
+            )
         if alias == T.CHALLENGER and aliases.get(T.CHAMPION) == version:
             raise PromotionError(
                 f"Refusing to make model {self.model!r} version {version} challenger: it is the current "
@@ -746,7 +757,11 @@ def promote(
         )
     recorded = state.head.aliases.get(alias) == version  # else a writer died between the move and its entry
     done = alias != AUTO and model_aliases.get(alias) == version and recorded
-    if done and expect_holder in (UNSET, version):
+    if (
+        done
+        and expect_holder in (UNSET, version)
+        and not any(u.alias == alias for u in H.unrecorded_in(client, state))
+    ):
         # Already done (a retried task): true at the moment of that read, so no lock is needed. When the
         # history head does not record it, the transaction below settles the interrupted writer's entry.
         return PromotionResult(name, alias, version, version, changed=False)

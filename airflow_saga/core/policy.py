@@ -447,7 +447,14 @@ class RulesPolicy:
             passed = tags.get(T.SHADOW_PASSED)
             ok = passed == "true" if passed is not None else tags.get(T.SHADOW_DECISION) == "promote"
             if not ok:
-                seen = passed or tags.get(T.SHADOW_DECISION) or "no shadow comparison"
+                decision = tags.get(T.SHADOW_DECISION)
+                seen = (
+                    f"a failed one (shadow decision {decision or '?'})"
+                    if passed == "false"
+                    else f"shadow decision {decision}"
+                    if decision
+                    else "no shadow comparison"
+                )
                 raise PolicyError(
                     f"@{change.alias} needs a passed shadow comparison; version {change.version} has {seen}",
                     rule="protected-alias:shadow-passed",
