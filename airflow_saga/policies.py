@@ -19,8 +19,11 @@ users in the metadata database, which tasks cannot read in Airflow 3, so there p
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 VARIABLE = "saga_governance_policy"
 SIMPLE_ROLES = frozenset({"viewer", "user", "op", "admin"})
@@ -62,15 +65,42 @@ def resolver(config: Any, source: str) -> Any:
     return found
 
 
-def read_variable() -> str | None:
-    """The Variable's text, or None when it is not set (secrets backends and AIRFLOW_VAR_* included)."""
-    from airflow.sdk import Variable
+def read_variable(*, metastore: bool = False) -> str | None:
+    """The Variable's text, or None when it is not set (secrets backends and AIRFLOW_VAR_* included).
 
-    value = Variable.get(VARIABLE, default=None)
+    In a task the SDK reads it through the supervisor. Outside one (the ``saga`` CLI) the SDK sees only
+    environment variables and secrets backends, so ``metastore=True`` reads Airflow's metadata database
+    too, as ``airflow variables get`` does.
+    """
+    if metastore:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from airflow.models import Variable as MetastoreVariable
+
+            quiet = logging.getLogger("airflow.models.variable")
+            level, quiet.level = quiet.level, logging.CRITICAL  # it logs a traceback when no DB is set up
+            try:
+                value = MetastoreVariable.get(VARIABLE, default_var=None)
+            except Exception as exc:  # no metadata DB here (Airflow installed, not set up): say so
+                log.warning(
+                    "Airflow Variable %s not read (%s: %s); no policy from Airflow",
+                    VARIABLE,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                )
+                return None
+            finally:
+                quiet.level = level
+    else:
+        from airflow.sdk import Variable
+
+        value = Variable.get(VARIABLE, default=None)
     return None if value is None or not str(value).strip() else str(value)
 
 
-def policy_for(model_name: str, governance_policy: Any = None) -> Any:
+def policy_for(model_name: str, governance_policy: Any = None, *, metastore: bool = False) -> Any:
     """The policy of ``model_name`` under Airflow, or None to leave it to core's default.
 
     ``governance_policy`` is the DAG's argument: a policy object (``check(change, view)``), or the JSON
@@ -82,7 +112,7 @@ def policy_for(model_name: str, governance_policy: Any = None) -> Any:
         return governance_policy
     if governance_policy is not None and governance_policy != "":
         return resolver(governance_policy, "governance_policy")(model_name)
-    text = read_variable()
+    text = read_variable(metastore=metastore)
     if text is None:
         return None
     return resolver(text, f"Variable {VARIABLE}")(model_name)

@@ -51,7 +51,7 @@ def policy(args: argparse.Namespace, model: str) -> Any:
         return ConfigResolver(given, source="--policy")(model)
     if given:
         return policies.resolver(given, "--policy")(model)
-    return policies.policy_for(model)
+    return policies.policy_for(model, metastore=True)
 
 
 def who(args: argparse.Namespace) -> str:

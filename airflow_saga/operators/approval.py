@@ -229,6 +229,13 @@ class ApproveModelOperator(OpenLineageMixin, SagaBaseOperator):
         ]
 
 
+def _policy_of(operator: Any, name: str) -> Any:
+    """The operator's governance policy (its ``governance_policy``, else the Variable); None: default."""
+    from airflow_saga.policies import policy_for
+
+    return policy_for(str(name), getattr(operator, "governance_policy", None))
+
+
 def record_hitl_decision(
     operator: SagaBaseOperator, context: Context, answer: dict[str, Any]
 ) -> dict[str, Any]:
@@ -256,7 +263,7 @@ def record_hitl_decision(
             by=by,
             comment=note,
             via="airflow",
-            policy=operator.saga_policy(name),  # type: ignore[attr-defined]
+            policy=_policy_of(operator, name),
         )
     operator.log.info("Model %r version %s: %s by %s via airflow (%s)", name, version, status, by, comment)
     if status == T.REJECTED:

@@ -452,3 +452,27 @@ def test_airflow_facts_record_the_triggering_user(airflow_conn):
         row = s.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id="facts").first()
         out = XComModel.deserialize_value(row)
     assert out["triggered_by"] == "dag_test"  # what dag.test() records as the triggering user
+
+
+def test_cli_reads_the_variable_from_airflow_metadata_db(
+    airflow_conn, mlflow_client, mlflow_server, model_name, capsys
+):
+    from airflow.models import Variable
+
+    from airflow_saga.cli import main
+
+    v = make_version(mlflow_client, model_name, status=T.APPROVED)
+    Variable.set(
+        "saga_governance_policy",
+        json.dumps(
+            {"models": {model_name: {"protected_aliases": {"champion": {"promoters": {"users": ["bob"]}}}}}}
+        ),
+    )
+    try:
+        argv = ["promote", model_name, v, "--reason", "ship", "--tracking-uri", mlflow_server.url]
+        assert main([*argv, "--by", "carol"]) == 1
+        err = capsys.readouterr().err
+        assert "rule 'protected-alias:promoters'" in err and "Variable saga_governance_policy" in err, err
+        assert main([*argv, "--by", "bob"]) == 0
+    finally:
+        Variable.delete("saga_governance_policy")
