@@ -10,7 +10,8 @@ Rules (applied by the governance unit of work, ``core.governance``, under the mo
 - champion: only Approved versions (anything else is refused with the version and its status).
 - challenger: any version that is not Rejected (a Pending version may be shadow-tested before approval, as
   SageMaker allows shadow variants of unapproved packages), and not the current champion.
-- Promoting a version to the alias it already holds is a no-op (retried tasks), with no history entry.
+- Promoting a version to the alias it already holds is a no-op (retried tasks), with no history entry,
+  unless the alias was moved there outside saga: then the promotion records that move (by the rules).
 - Promoting the challenger to champion also clears the challenger alias (recorded as ``demote``).
 - rollback: champion goes back to the previous champion (the most recent earlier holder that is still
   Approved and was not itself rolled back) or to a given Approved version; the version rolled back from is

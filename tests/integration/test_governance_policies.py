@@ -274,7 +274,9 @@ def test_gateway_refuses_an_alias_moved_by_hand_when_the_policy_says_so(
             ServingError, match=f"refusing to serve @champion of model '{model_name}': version {v2}"
         ):
             loader.check_recorded(T.CHAMPION, v2)
-        promotion.promote(mlflow_client, model_name, v2, T.CHAMPION, by="a", reason="recorded now")
+        res = promotion.promote(mlflow_client, model_name, v2, T.CHAMPION, by="a", reason="recorded now")
+        assert res.changed and (res.previous, res.version) == (v1, v2)  # the hand move, now in the history
+        assert promotion.history(mlflow_client, model_name)[-1]["reason"] == "recorded now"
         loader.check_recorded(T.CHAMPION, v2)  # recorded: served
     finally:
         loader.close()
