@@ -6,9 +6,10 @@ Starts MLflow on a private PostgreSQL database (default pool) and measures, in t
 
 * the governance storm (``tests.support.governance_worker``: promote / rollback / approve / reject /
   remove, one process each, released together) with ``SAGA_VERSION_DESCRIPTIONS=off`` (the reference)
-  and ``on``, alternating ``--rounds`` times each; the ratio of the medians of the per-operation p50 and of
+  and ``on``, ``--rounds`` times each in ABBA order (so a load that drifts during the run cancels); the ratio of the medians of the per-operation p50 and of
   the storm's wall time, and the history's integrity in each storm;
-* sequential promotions (one process, no contention): seconds per promotion with descriptions off and on;
+* sequential promotions (one process, no contention; each displaces the previous champion, so two
+  descriptions are rewritten): seconds per promotion with descriptions off and on, in ABBA order;
 * ``alias_history.unrecorded_aliases`` (what the gateway calls on each load or swap) and
   ``lineage_query.aliases_at`` (time travel) per call, against ``get_registered_model`` (one request) as
   the reference.
@@ -130,18 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="storms per mode (off, on alternating)")
     parser.add_argument("--sequential", type=int, default=30, help="promotions timed one after another")
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     load0 = os.getloadavg()[0]
     storms: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     seq: dict[str, float] = {}
     with PgMlflow() as stack:
-        for _ in range(args.rounds):
-            for mode in ("off", "on"):
+        for i in range(args.rounds):
+            for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):  # ABBA: load drift cancels
                 os.environ["SAGA_VERSION_DESCRIPTIONS"] = mode
                 storms[mode].append(one_storm(stack, args.ops))
                 print(f"storm descriptions={mode}: {storms[mode][-1]}", file=sys.stderr, flush=True)
-        for mode in ("off", "on"):
+        for mode in ("off", "on", "on", "off"):
             os.environ["SAGA_VERSION_DESCRIPTIONS"] = mode
-            seq[mode] = sequential(stack, args.sequential)
+            seq[mode] = seq.get(mode, 0.0) + sequential(stack, args.sequential) / 2
         os.environ.pop("SAGA_VERSION_DESCRIPTIONS", None)
         r = reads(stack)
 
