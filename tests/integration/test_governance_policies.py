@@ -478,3 +478,33 @@ def test_cli_reads_the_variable_from_airflow_metadata_db(
         assert main([*argv, "--by", "bob"]) == 0
     finally:
         Variable.delete("saga_governance_policy")
+
+
+def test_shadow_gate_promotes_under_shadow_passed_and_is_refused_when_not_a_promoter(
+    mlflow_client, model_name
+):
+    from airflow_saga.core import shadow
+
+    v1, v2 = (make_version(mlflow_client, model_name, status=T.APPROVED) for _ in range(2))
+    promotion.promote(mlflow_client, model_name, v1, T.CHAMPION, by="a", reason="one")
+    promotion.promote(mlflow_client, model_name, v2, T.CHALLENGER, by="a", reason="two")
+    metrics = {"error_rate": 0.0, "agreement": 1.0, "latency_p99_ms": 5.0}
+    report = {
+        "schema": "saga.shadow/v1",
+        "model_name": model_name,
+        "mode": "replay",
+        "champion": {"version": v1, "metrics": metrics},
+        "candidate": {"version": v2, "metrics": metrics},
+    }
+    gate = {"conditions": "candidate.error_rate <= 0.01", "on_pass": "promote"}
+    only_bob = _policy({"protected_aliases": {"champion": {"promoters": {"users": ["bob"]}}}})
+    with pytest.raises(PolicyError, match="'airflow-saga shadow gate' may not move @champion"):
+        shadow.gate(mlflow_client, model_name, report, policy=only_bob, **gate)
+    assert promotion.aliases(mlflow_client, model_name) == {T.CHAMPION: v1, T.CHALLENGER: v2}
+    # The gate records the passed comparison before it promotes, so shadow_passed lets it through.
+    passed = _policy({"protected_aliases": {"champion": {"shadow_passed": True}}})
+    out = shadow.gate(mlflow_client, model_name, report, policy=passed, **gate)
+    assert out["promotion"]["version"] == v2 and promotion.aliases(mlflow_client, model_name) == {
+        T.CHAMPION: v2
+    }
+    assert mlflow_client.get_model_version(model_name, v2).tags[T.SHADOW_PASSED] == "true"
