@@ -569,7 +569,13 @@ def estimate(
 
 
 def task_of(model: Any, fallback: str) -> str:
-    """``classification`` for sklearn classifiers, ``regression`` for regressors, else ``fallback``."""
+    """``classification`` for sklearn classifiers, ``regression`` for regressors, else ``fallback``.
+
+    Only sklearn-API models are asked: sklearn's tag lookup raises on anything else (a pyfunc model, a
+    native Booster), and those say nothing about their task, so the fallback decides.
+    """
+    if not hasattr(model, "__sklearn_tags__"):
+        return fallback
     from sklearn.base import is_classifier, is_regressor
 
     if is_classifier(model):
