@@ -273,6 +273,43 @@ def dataset_entity(dataset: Any) -> Any:
     return dataset._to_mlflow_entity()
 
 
+def pandas_schema(frame: Any) -> Any:
+    """The ``mlflow.types.Schema`` MLflow infers for a DataFrame, with required-ness found vectorised.
+
+    ``PandasDataset.schema`` (``mlflow.types.utils._infer_schema``) tests every cell for None/NaN in a
+    Python loop: ~8 s for 45,000 x 31 floats, more than the whole rest of the training run's logging. The
+    column types come from the same per-column function MLflow uses (``_infer_pandas_column``); a column is
+    required when ``isna()`` finds no missing value, which is what MLflow's loop decides.
+    """
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_pandas_column
+
+    return Schema(
+        [
+            ColSpec(
+                type=_infer_pandas_column(frame[col]), name=col, required=not bool(frame[col].isna().any())
+            )
+            for col in frame.columns
+        ]
+    )
+
+
+def pandas_dataset(frame: Any, *, source: Any, targets: str | None, name: str, digest: str) -> Any:
+    """``mlflow.data.from_pandas`` with its schema computed by ``pandas_schema`` (same result, fast).
+
+    Relies on ``PandasDataset.schema`` being a ``functools.cached_property`` (stored in the instance's
+    ``__dict__``); falls back to MLflow's own inference if the schema cannot be built this way.
+    """
+    import mlflow.data
+
+    ds = mlflow.data.from_pandas(frame, source=source, targets=targets, name=name, digest=digest)
+    try:
+        ds.__dict__["schema"] = pandas_schema(frame)
+    except Exception:  # an exotic column: let MLflow infer it (or record no schema) as it always did
+        ds.__dict__.pop("schema", None)
+    return ds
+
+
 def end_run(client: Any, run_id: str, status: str, end_time_ms: int) -> None:
     """Set a run's status and end time in ONE request, without printing "View run" lines to stdout.
 

@@ -328,7 +328,7 @@ def _log_dataset(client: MlflowClient, run_id: str, frame: Any, data: LoadedData
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
 
-    from airflow_saga.core.compat import dataset_entity
+    from airflow_saga.core.compat import dataset_entity, pandas_dataset
 
     source: Any = None
     if data.details.get("kind", "file") == "file":
@@ -340,7 +340,7 @@ def _log_dataset(client: MlflowClient, run_id: str, frame: Any, data: LoadedData
         from mlflow.data.code_dataset_source import CodeDatasetSource
 
         source = CodeDatasetSource(tags={"saga.data_source": data.source, **data.details})
-    ds = mlflow.data.from_pandas(frame, source=source, targets=data.target, name=context, digest=data.digest)
+    ds = pandas_dataset(frame, source=source, targets=data.target, name=context, digest=data.digest)
     client.log_inputs(
         run_id,
         datasets=[DatasetInput(dataset_entity(ds), tags=[InputTag("mlflow.data.context", context)])],
