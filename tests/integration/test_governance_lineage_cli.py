@@ -51,8 +51,11 @@ def _pipeline_like_version(client, name, digest, dag_run_id):
 
 
 def test_lineage_forward_and_reverse(mlflow_client, model_name):
-    v1, rid1 = _pipeline_like_version(mlflow_client, model_name, "d1gest01", "manual__1")
-    v2, _ = _pipeline_like_version(mlflow_client, model_name, "d1gest02", "manual__2")
+    # DAG run ids unique to this test: versions_by_dag_run searches every model on the session's server,
+    # where other tests (tests/support/story.py) register versions from manual__1, manual__2 ...
+    run1, run2 = f"manual__1_{model_name[-6:]}", f"manual__2_{model_name[-6:]}"
+    v1, rid1 = _pipeline_like_version(mlflow_client, model_name, "d1gest01", run1)
+    v2, _ = _pipeline_like_version(mlflow_client, model_name, "d1gest02", run2)
     approval.set_status(mlflow_client, model_name, v1, T.APPROVED, by="alice", comment="ok", via="airflow")
     promotion.promote(mlflow_client, model_name, v1, "auto", by="alice", reason="first")
 
@@ -64,7 +67,7 @@ def test_lineage_forward_and_reverse(mlflow_client, model_name):
     assert story["run"]["datasets"][0]["digest"] == "d1gest01"
     assert story["dataset"] == {"digest": "d1gest01", "source": "/data/iris.csv", "rows": "150"}
     assert story["code"]["dag_file_hash"] == "abc123" and story["code"]["package_version"]
-    assert story["airflow"]["run_id"] == "manual__1" and story["airflow"]["url"].endswith("/runs/manual__1")
+    assert story["airflow"]["run_id"] == run1 and story["airflow"]["url"].endswith(f"/runs/{run1}")
     assert story["evaluation"] == {
         "report_uri": "mlflow-artifacts:/0/eval.json",
         "metrics": {"accuracy": 0.91},
@@ -95,7 +98,7 @@ def test_lineage_forward_and_reverse(mlflow_client, model_name):
 
     assert [r["version"] for r in lineage_query.versions_by_dataset(mlflow_client, "d1gest02")] == [v2]
     assert lineage_query.versions_by_dataset(mlflow_client, "d1gest02", name="other-model") == []
-    hits = lineage_query.versions_by_dag_run(mlflow_client, "saga_training_pipeline", "manual__1")
+    hits = lineage_query.versions_by_dag_run(mlflow_client, "saga_training_pipeline", run1)
     assert [(h["model"], h["version"]) for h in hits] == [(model_name, v1)]
 
     with pytest.raises(RegistryError, match="no alias 'challenger'"):

@@ -1,8 +1,4 @@
-"""Version descriptions in MLflow follow every transition, against a real MLflow server (demo-like story).
-
-Named to sort after test_governance_lineage_cli: seed_story registers versions from the DAG run ids
-(manual__1 ...) that test looks up across all models of the session server.
-"""
+"""Version descriptions in MLflow follow every transition, against a real MLflow server (demo-like story)."""
 
 from __future__ import annotations
 
