@@ -145,7 +145,14 @@ def _serve(conn: Any) -> None:
                 out = score(*msg[1:])
         except Exception as exc:  # a bug or a model that cannot load: the gateway answers 500 and logs it
             out = ["error", f"{type(exc).__name__}: {str(exc)[:1000]}"]
-        conn.send_bytes(encode(out))
+        try:
+            data = encode(out)
+        except Exception as exc:  # e.g. an integer beyond 64 bits among the rows sent back for capture
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            data = encode(
+                ["bad", 400, "BAD_REQUEST", f"the request holds a value that cannot be recorded: {reason}"]
+            )
+        conn.send_bytes(data)
 
 
 # --- in the gateway process -----------------------------------------------------------------------------
@@ -220,10 +227,23 @@ class LargeLane:
             w.close()
             if not self._closed:
                 log.error("large-request lane process died (exit %s); starting a new one", code)
-                self._add()
+                # warmed before it takes requests, so the next large request does not wait for its start
+                ref = msg[4] if msg[0] == "score" else msg[1]
+                threading.Thread(target=self._replace, args=(ref,), daemon=True).start()
             raise LaneDied(f"exit status {w.process.exitcode}") from exc
         self._idle.put(w)
         return out
+
+    def _replace(self, ref: list[Any]) -> None:
+        w = _Worker(self._ctx)
+        try:
+            w.conn.send_bytes(self._encode(["warm", ref]))
+            self._decode(w.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            log.error("large-request lane process could not start: %s", exc)
+        with self._lock:
+            self._all.append(w)
+        self._idle.put(w)
 
     def warm(self, model: LoadedModel, timeout: float = 300.0) -> None:
         """Load ``model`` in every lane process ahead of its first large request (blocking)."""
