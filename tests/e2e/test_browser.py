@@ -167,7 +167,7 @@ def test_trigger_form_hitl_approval_and_mlflow_tags_in_chromium(e2e_stack, brows
         body = page.locator("body").inner_text()
         assert "approval status Approved by bob" in body and "holds @champion" in body, body[:2000]
         assert page.get_by_role("heading", name="Approvals").count() == 1
-        assert page.get_by_role("link", name=re.compile(rf"Airflow run {DAG} / ")).count() >= 1
+        assert page.get_by_role("link", name=f"Airflow run {DAG}").count() >= 1  # substring match
         shot("mlflow-version-description")
     except BaseException:
         with_context = SHOTS / "failure.png"
