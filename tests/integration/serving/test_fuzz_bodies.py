@@ -47,7 +47,10 @@ def app(tmp_path_factory, mlflow_server, mlflow_client):
         tracking_uri=mlflow_server.url,
         variants={tags.CHAMPION: 100.0, "mixed": 0.0},  # "mixed" only by X-Saga-Target-Variant
         capture_dir=str(root / "capture"),
-        max_body_bytes=400_000,  # above the large-body threshold, so the threaded path is fuzzed too
+        max_body_bytes=400_000,
+        # low thresholds, so that bodies over 2 KiB or 20 rows are fuzzed through the large-request lane
+        large_body_bytes=2048,
+        large_rows=20,
         poll_interval=3600,
     )
     gw = Gateway(cfg)
@@ -70,3 +73,4 @@ def test_gateway_bodies_fuzz(app):
     assert res.audit_events == [], res.audit_events[:10]
     # the fuzz reaches both outcomes in numbers, so it is not all rejected at the door
     assert res.ok > N_CASES // 20 and res.package_error > N_CASES // 2, res
+    assert app.lane.completed > N_CASES // 10, app.lane.status()  # the lane's decoder was fuzzed too
