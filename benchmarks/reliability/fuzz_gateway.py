@@ -61,6 +61,9 @@ def measure(quick: bool = False, cases: int | None = None, seed: int = 20261202)
     finally:
         server.stop()
 
+    for failure in res.failures[:20]:  # name the bodies, so a failure in the report can be reproduced
+        print(f"fuzz_gateway failure: {failure}", file=sys.stderr)
+
     def row(measure: str, value: object, target: str | None, met: bool | None) -> dict:
         return {"section": SECTION, "measure": measure, "value": str(value), "target": target, "met": met}
 
