@@ -13,6 +13,7 @@ sklearn model and a pyfunc with a mixed signature (MLflow's parser path) from a 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +61,7 @@ def measure(quick: bool = False, cases: int | None = None, seed: int = 20261202)
             gw.stop()
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the MLflow store, models and capture of this run
 
     for failure in res.failures[:20]:  # name the bodies, so a failure in the report can be reproduced
         print(f"fuzz_gateway failure: {failure}", file=sys.stderr)
