@@ -425,15 +425,24 @@ def history_page(
 
 
 def entries_for_version(
-    client: MlflowClient, name: str, version: str, *, state: ModelState | None = None
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    state: ModelState | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Entries that moved an alias to or from ``version``, oldest first (two indexed searches).
 
-    ``state``: the model as already read (saves the read).
+    ``state``: the model as already read (saves the read). ``limit``: only the newest ``limit`` entries,
+    in one bounded request per search, so a caller on the promotion path (the version description) costs
+    the same at 10 entries as at 10,000; without it, every entry (paged).
     """
     version = str(version)
     if not version.isdigit():
         raise RegistryError(f"Model {name!r} has no version {version!r}")
+    if limit is not None and limit <= 0:
+        return []
     state = state if state is not None else read_state(client, name)
     out: dict[int, dict[str, Any]] = {
         e["seq"]: e
@@ -448,15 +457,19 @@ def entries_for_version(
                     client,
                     state.head.experiment_id,
                     f"tags.`{key}` = '{version}'",
-                    max_results=PAGE,
+                    max_results=PAGE if limit is None else limit,
+                    newest_first=limit is not None,
                     page_token=token,
                 )
                 for e in _committed_entries(runs, state.head, set()):
                     out[e["seq"]] = e
                 token = runs.token
-                if not token:
+                if not token or limit is not None:
                     break
-    return [out[s] for s in sorted(out)]
+    seqs = sorted(out)
+    if limit is not None:
+        seqs = seqs[-limit:]
+    return [out[s] for s in seqs]
 
 
 # ------------------------------------------------------------------------------------------------ writers

@@ -17,7 +17,8 @@ When it is written:
 - after each governance transition (approval, rejection, promotion, demotion, rollback, a decision made
   by hand in MLflow and recorded), for every version the transition touched (the subject and the version
   it displaced), by ``core.governance`` **after the model's lock is released**, so the governance storm's
-  critical section is not longer; one read of each version, two indexed history searches and at most one
+  critical section is not longer; one read of each version, two bounded history searches (only the
+  version's newest entries, so the cost does not grow with the history) and at most one
   ``update_model_version`` per touched version (none when the text is unchanged, e.g. a retry), reusing
   the model as the transaction left it;
 - after a shadow comparison is logged on the challenger (``core.monitoring.log_shadow_report``).
@@ -144,6 +145,7 @@ def render(
 
 
 LIMITS = ((10, 12, 300), (6, 8, 120), (3, 4, 60), (1, 2, 40))
+PROMOTIONS_READ = max(entries for _, entries, _ in LIMITS) + 1  # "+ 1": enough to know there are earlier ones
 
 
 def _render(
@@ -236,7 +238,7 @@ def _render(
     out += ["", "### Promotions", ""]
     shown_p = entries[-max_promotions:]
     if len(entries) > len(shown_p):
-        out.append(f"- … {len(entries) - len(shown_p)} earlier entries in the promotion history")
+        out.append("- … earlier entries in the promotion history (`saga history` shows them all)")
     for h in shown_p:
         moved = f"{md(h.get('from') or '-', 20)} → {md(h.get('to') or '-', 20)}"
         out.append(
@@ -289,7 +291,9 @@ def refresh(client: MlflowClient, name: str, version: str | int, *, state: Any =
     version = str(version)
     try:
         mv = client.get_model_version(name, version)  # carries the aliases the version holds
-        promotions = H.entries_for_version(client, name, version, state=state)
+        # Bounded: one more than the longest list a description shows, so promoting costs the same at
+        # history entry 10 and 10,000 (the full history is one `saga history` away).
+        promotions = H.entries_for_version(client, name, version, state=state, limit=PROMOTIONS_READ)
         text = render(mv, promotions=promotions)
         if (mv.description or "") == text:
             return True

@@ -94,3 +94,14 @@ def test_switched_off(mlflow_client, model_name, monkeypatch):
     monkeypatch.setenv("SAGA_VERSION_DESCRIPTIONS", "off")
     promotion.promote(mlflow_client, model_name, v1, T.CHAMPION, by="alice", reason="first")
     assert mlflow_client.get_model_version(model_name, v1).description == registered
+
+
+def test_the_description_reads_only_the_newest_history_entries_of_a_version(mlflow_client, story):
+    """Promotion cost must not grow with history: the description's read is bounded, newest first."""
+    name, v1 = story["name"], story["versions"]["v1"]
+    every = H.entries_for_version(mlflow_client, name, v1)
+    assert len(every) >= 3  # promoted, displaced, rolled back to
+    for limit in (1, 2, len(every), len(every) + 5):
+        assert H.entries_for_version(mlflow_client, name, v1, limit=limit) == every[-limit:]
+    assert H.entries_for_version(mlflow_client, name, v1, limit=0) == []
+    assert max(entries for _, entries, _ in D.LIMITS) < D.PROMOTIONS_READ
