@@ -23,45 +23,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-PG = os.environ.get("SAGA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-
-
-class PgMlflow:
-    """An MLflow server on a private PostgreSQL database, both removed on exit."""
-
-    def __enter__(self) -> PgMlflow:
-        import psycopg2
-
-        from tests.support.procs import MlflowServer
-
-        self.db = f"saga_bench_story_{uuid.uuid4().hex[:10]}"
-        self.admin = psycopg2.connect(f"{PG}/postgres")
-        self.admin.autocommit = True
-        self.admin.cursor().execute(f'CREATE DATABASE "{self.db}"')
-        self.tmp = Path(tempfile.mkdtemp(prefix="saga-bench-story-"))
-        self.server = MlflowServer(self.tmp / "mlflow", backend_uri=f"{PG}/{self.db}", db_pool=None).start(
-            timeout=240
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import shutil
-
-        self.server.stop()
-        self.admin.cursor().execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        self.admin.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def client(self) -> Any:
-        from airflow_saga.core.mlflow_client import MlflowSettings, build_client
-
-        return build_client(MlflowSettings(tracking_uri=self.server.url))
+from benchmarks.pg_mlflow import PgMlflow
 
 
 def one_storm(stack: PgMlflow, n: int) -> dict[str, Any]:
@@ -135,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     storms: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     seq: dict[str, float] = {}
-    with PgMlflow() as stack:
+    with PgMlflow("saga_bench_story") as stack:
         for i in range(args.rounds):
             for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):  # ABBA: load drift cancels
                 os.environ["SAGA_VERSION_DESCRIPTIONS"] = mode

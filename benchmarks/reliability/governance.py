@@ -24,54 +24,23 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
+from benchmarks.pg_mlflow import PgMlflow
+
 SECTION = "governance"
-PG = os.environ.get("SAGA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
 def _row(measure: str, value: str, target: str | None = None, met: bool | None = None) -> dict[str, Any]:
     return {"section": SECTION, "measure": measure, "value": value, "target": target, "met": met}
 
 
-class _Stack:
-    """A private PostgreSQL database and an MLflow server on it (default pool), removed on exit."""
-
-    def __enter__(self) -> _Stack:
-        import psycopg2
-
-        from tests.support.procs import MlflowServer
-
-        self.db = f"saga_bench_gov_{uuid.uuid4().hex[:10]}"
-        self.admin = psycopg2.connect(f"{PG}/postgres")
-        self.admin.autocommit = True
-        self.admin.cursor().execute(f'CREATE DATABASE "{self.db}"')
-        self.db_uri = f"{PG}/{self.db}"
-        self.tmp = Path(tempfile.mkdtemp(prefix="saga-bench-gov-"))
-        self.server = MlflowServer(self.tmp / "mlflow", backend_uri=self.db_uri, db_pool=None).start(
-            timeout=240
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
-        self.admin.cursor().execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        self.admin.close()
-
-    def client(self) -> Any:
-        from airflow_saga.core.mlflow_client import MlflowSettings, build_client
-
-        return build_client(MlflowSettings(tracking_uri=self.server.url))
-
-
 # ------------------------------------------------------------------------------------------ retry storm
-def retry_storm(stack: _Stack, retries: int) -> list[dict[str, Any]]:
+def retry_storm(stack: PgMlflow, retries: int) -> list[dict[str, Any]]:
     from airflow_saga.core.registry import register_version
 
     client = stack.client()
@@ -101,7 +70,7 @@ def retry_storm(stack: _Stack, retries: int) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ storm
-def storm(stack: _Stack, n: int) -> list[dict[str, Any]]:
+def storm(stack: PgMlflow, n: int) -> list[dict[str, Any]]:
     from airflow_saga.core import approval, promotion
     from airflow_saga.core import tags as T
     from tests.support.governance_worker import check_history, run_storm, storm_ops
@@ -168,7 +137,7 @@ def storm(stack: _Stack, n: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- history size
-def _seed_history(stack: _Stack, name: str, entries: int, champion: str) -> None:
+def _seed_history(stack: PgMlflow, name: str, entries: int, champion: str) -> None:
     """Write ``entries`` committed history entries straight into the database (MLflow's SQL store)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -206,7 +175,7 @@ def _seed_history(stack: _Stack, name: str, entries: int, champion: str) -> None
     http.set_registered_model_alias(name, T.CHAMPION, champion)
 
 
-def history_size(stack: _Stack, sizes: tuple[int, ...], promotes: int) -> list[dict[str, Any]]:
+def history_size(stack: PgMlflow, sizes: tuple[int, ...], promotes: int) -> list[dict[str, Any]]:
     from airflow_saga.core import promotion
     from airflow_saga.core import tags as T
     from tests.support.registry import make_version
@@ -267,7 +236,7 @@ with Transaction(client, sys.argv[2], purpose="benchmark: killed inside the lock
 """
 
 
-def stale_lock(stack: _Stack, trials: int) -> list[dict[str, Any]]:
+def stale_lock(stack: PgMlflow, trials: int) -> list[dict[str, Any]]:
     from airflow_saga.core import promotion
     from airflow_saga.core import tags as T
     from tests.support.registry import make_version
@@ -308,7 +277,7 @@ PARTS = ("retry", "storm", "history", "stale")
 def measure(quick: bool = False, parts: tuple[str, ...] = PARTS) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     load = os.getloadavg()[0]
-    with _Stack() as stack:
+    with PgMlflow("saga_bench_gov") as stack:
         if "retry" in parts:
             rows += retry_storm(stack, 10 if quick else 40)
         if "storm" in parts:
