@@ -927,6 +927,18 @@ def entry_at(client: MlflowClient, state: ModelState, alias: str, at_ms: int) ->
     for e in legacy:  # not yet migrated: all newer than every run
         if _entry_time_ms(e) <= at_ms:
             return e
+    return _first_committed(
+        client,
+        state,
+        f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time <= {int(at_ms)}",
+        newest_first=True,
+    )
+
+
+def _first_committed(
+    client: MlflowClient, state: ModelState, filter_string: str, *, newest_first: bool
+) -> dict[str, Any] | None:
+    """The first committed entry matching ``filter_string`` in start-time order, paging past intents."""
     if not (state.head.experiment_id and state.head.seq):
         return None
     token = None
@@ -934,9 +946,9 @@ def entry_at(client: MlflowClient, state: ModelState, alias: str, at_ms: int) ->
         runs = _search(
             client,
             state.head.experiment_id,
-            f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time <= {int(at_ms)}",
+            filter_string,
             max_results=20,
-            newest_first=True,
+            newest_first=newest_first,
             page_token=token,
         )
         found = _committed_entries(runs, state.head, set())
@@ -949,22 +961,14 @@ def entry_at(client: MlflowClient, state: ModelState, alias: str, at_ms: int) ->
 
 def entry_after(client: MlflowClient, state: ModelState, alias: str, at_ms: int) -> dict[str, Any] | None:
     """The first committed entry of ``alias`` after ``at_ms`` (one indexed search), or None."""
-    if state.head.experiment_id and state.head.seq:
-        token = None
-        while True:
-            runs = _search(
-                client,
-                state.head.experiment_id,
-                f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time > {int(at_ms)}",
-                max_results=20,
-                page_token=token,
-            )
-            found = _committed_entries(runs, state.head, set())
-            if found:
-                return found[0]
-            token = runs.token
-            if not token:
-                break
+    found = _first_committed(
+        client,
+        state,
+        f"tags.`{T.HISTORY_ALIAS}` = '{alias}' and attributes.start_time > {int(at_ms)}",
+        newest_first=False,
+    )
+    if found is not None:
+        return found
     for e in state.legacy:
         if e["seq"] > state.head.seq and e["alias"] == alias and _entry_time_ms(e) > at_ms:
             return e
